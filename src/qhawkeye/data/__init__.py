@@ -1,0 +1,1 @@
+"""Data: degradations, the paired training set (original + degraded image) and its validation."""

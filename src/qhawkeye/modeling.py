@@ -1,0 +1,125 @@
+"""Loading Qwen2.5-VL models and processors from local folders, with or without torchvision.
+
+transformers 5's ``Qwen2_5_VLProcessor`` requires a video processor, which needs torchvision. On machines
+without torchvision (the CPU wheel has none), :class:`ImageOnlyQwen2_5_VLProcessor` is used instead: the
+same processor with no video part. It is only ever *instantiated* by :func:`load_processor` when
+torchvision is missing; nothing is registered globally, so a user's own ``AutoProcessor`` calls are left
+alone, and the folders we save name the stock ``Qwen2_5_VLProcessor`` so that they load with stock
+transformers (and vLLM) on a GPU machine.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+from pathlib import Path
+
+from transformers import AutoTokenizer, Qwen2_5_VLProcessor
+from transformers.processing_utils import ProcessorMixin
+
+from qhawkeye import settings
+
+logger = logging.getLogger(__name__)
+
+
+class ImageOnlyQwen2_5_VLProcessor(Qwen2_5_VLProcessor):  # noqa: N801 (mirrors the transformers class name)
+    """``Qwen2_5_VLProcessor`` without its video processor (no torchvision needed).
+
+    ProcessorMixin derives its sub-processors from the ``__init__`` signature, so leaving out
+    ``video_processor`` makes saving and loading handle only the image processor and the tokenizer.
+    It is still a ``Qwen2_5_VLProcessor``, so TRL treats it as a vision-language processor.
+    """
+
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+        self.image_token = getattr(tokenizer, "image_token", None) or "<|image_pad|>"
+        self.video_token = getattr(tokenizer, "video_token", None) or "<|video_pad|>"
+        self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
+        self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
+        ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Save, then name the stock class in the configs so stock transformers loads the folder."""
+        out = super().save_pretrained(save_directory, *args, **kwargs)
+        _rename_processor_class(Path(save_directory))
+        return out
+
+
+def _rename_processor_class(folder: Path) -> None:
+    for name in ("processor_config.json", "tokenizer_config.json", "preprocessor_config.json"):
+        path = folder / name
+        if not path.is_file():
+            continue
+        config = json.loads(path.read_text())
+        if config.get("processor_class") == ImageOnlyQwen2_5_VLProcessor.__name__:
+            config["processor_class"] = Qwen2_5_VLProcessor.__name__
+            path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def has_torchvision() -> bool:
+    return importlib.util.find_spec("torchvision") is not None
+
+
+def resolve_model_path(name_or_path: str) -> Path:
+    """A local model folder for ``name_or_path``; ``"tiny"`` builds the embedded default on first use.
+
+    Raises:
+        FileNotFoundError: the folder does not exist or holds no ``config.json`` (no hub download here:
+            download the model first, e.g. ``huggingface-cli download Qwen/Qwen2.5-VL-7B-Instruct``).
+    """
+    if name_or_path == settings.TINY_MODEL_NAME:
+        from qhawkeye.tiny import ensure_tiny_model
+
+        return ensure_tiny_model()
+    path = Path(name_or_path).expanduser()
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"model folder {str(path)!r} not found or has no config.json. qhawkeye loads models from local "
+            "folders only: download one first (e.g. `huggingface-cli download Qwen/Qwen2.5-VL-7B-Instruct "
+            f"--local-dir <dir>`), or use {settings.TINY_MODEL_NAME!r} for the embedded tiny model."
+        )
+    return path
+
+
+def load_processor(path: str | Path, min_pixels: int | None = None, max_pixels: int | None = None):
+    """The processor of a local Qwen2.5-VL folder (stock when torchvision exists, image-only otherwise).
+
+    ``min_pixels``/``max_pixels`` override the folder's image-processor limits when given.
+    """
+    path = Path(path)
+    pixel_kwargs = {k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v is not None}
+    if has_torchvision():
+        from transformers import AutoProcessor
+
+        processor = AutoProcessor.from_pretrained(path, **pixel_kwargs)
+    else:
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+        image_processor = Qwen2VLImageProcessorPil.from_pretrained(path, **pixel_kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        processor = ImageOnlyQwen2_5_VLProcessor(image_processor, tokenizer, chat_template=tokenizer.chat_template)
+    if pixel_kwargs:
+        _set_pixel_limits(processor.image_processor, **pixel_kwargs)
+    return processor
+
+
+def _set_pixel_limits(image_processor, min_pixels: int | None = None, max_pixels: int | None = None) -> None:
+    # Qwen2-VL image processors read the limits from both the attribute and `size`; keep them in step.
+    size = dict(getattr(image_processor, "size", None) or {})
+    if min_pixels is not None:
+        image_processor.min_pixels = min_pixels
+        size["shortest_edge"] = min_pixels
+    if max_pixels is not None:
+        image_processor.max_pixels = max_pixels
+        size["longest_edge"] = max_pixels
+    image_processor.size = size
+
+
+def load_model(path: str | Path, dtype: str = "auto", attn_implementation: str | None = None):
+    """``Qwen2_5_VLForConditionalGeneration.from_pretrained`` on a local folder."""
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    kwargs = {"dtype": dtype}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    return Qwen2_5_VLForConditionalGeneration.from_pretrained(Path(path), **kwargs)

@@ -1,0 +1,69 @@
+"""The one score parser, used by every reward, UADO, scoring and evaluation.
+
+Grammar (SPEC): the *first* ``<answer>...</answer>`` block must hold exactly one number
+``[+-]?\\d+(\\.\\d+)?``, surrounding whitespace allowed. Anything else is a parse failure, which is counted
+and reported, never replaced by a default. A parsed value outside [1, 5] is clipped, and the clip is recorded.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from qhawkeye import SCORE_MAX, SCORE_MIN
+
+_ANSWER_BLOCK = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+_NUMBER = re.compile(r"\s*([+-]?\d+(?:\.\d+)?)\s*")
+_FULL_FORMAT = re.compile(r"\s*<think>.*?</think>\s*<answer>\s*[+-]?\d+(?:\.\d+)?\s*</answer>\s*", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class ParsedScore:
+    """Outcome of parsing one completion.
+
+    Attributes:
+        score: the clipped score in [SCORE_MIN, SCORE_MAX], or ``None`` on a parse failure.
+        raw: the number as written (before clipping), or ``None``.
+        clipped: whether ``raw`` lay outside the range and was clipped.
+        error: why parsing failed (``None`` when it succeeded).
+    """
+
+    score: float | None
+    raw: float | None = None
+    clipped: bool = False
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.score is not None
+
+
+def parse_score(text: str, lo: float = SCORE_MIN, hi: float = SCORE_MAX) -> ParsedScore:
+    """Parse the score of one completion (see the module docstring for the grammar)."""
+    block = _ANSWER_BLOCK.search(text)
+    if block is None:
+        return ParsedScore(None, error="no <answer>...</answer> block")
+    number = _NUMBER.fullmatch(block.group(1))
+    if number is None:
+        return ParsedScore(None, error=f"answer is not exactly one number: {block.group(1)[:40]!r}")
+    raw = float(number.group(1))
+    if not math.isfinite(raw):  # defensive: the grammar only admits finite decimals
+        return ParsedScore(None, error="answer is not finite")
+    score = min(max(raw, lo), hi)
+    return ParsedScore(score, raw=raw, clipped=score != raw)
+
+
+def is_well_formed(text: str) -> bool:
+    """True when the whole completion is ``<think>...</think><answer>number</answer>`` (whitespace allowed)."""
+    return _FULL_FORMAT.fullmatch(text) is not None
+
+
+def completion_text(completion: str | list[dict]) -> str:
+    """The text of one TRL completion, conversational (``[{"role": "assistant", "content": ...}]``) or plain."""
+    if isinstance(completion, str):
+        return completion
+    content = completion[-1]["content"] if completion else ""
+    if isinstance(content, list):  # structured content blocks
+        return "".join(block.get("text", "") for block in content)
+    return content

@@ -1,0 +1,96 @@
+"""Reward functions with TRL's signature: ``f(completions, **columns) -> list[float | None]``.
+
+- ``accuracy``: ``exp(-|clip(pred) - clip(gt)| / tau)``, 0 on a parse failure (tau = 0.30 in the recipe; a
+  1-point error earns 0.036, so early training is driven by the format reward).
+- ``format``: 0.8 when the whole completion is ``<think>...</think><answer>number</answer>``, else 0.
+- ``repetition``: the released recipe's penalty (not in the paper), reproduced exactly; see
+  :func:`repetition_penalty`. On a well-formed answer it is 0, on a completion without ``<answer>`` it is
+  about -2, so in effect it is a second format penalty.
+
+All three read scores through :mod:`qhawkeye.parsing`. The ground truth comes from the dataset column
+``gt_score``, already mapped to [1, 5] by the data pipeline.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import math
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+
+from qhawkeye import SCORE_MAX, SCORE_MIN
+from qhawkeye.parsing import completion_text, is_well_formed, parse_score
+
+FORMAT_REWARD_VALUE = 0.8
+
+
+def accuracy_curve(pred: float, gt: float, tau: float) -> float:
+    """``exp(-|clip(pred) - clip(gt)| / tau)`` with both clipped to [SCORE_MIN, SCORE_MAX]."""
+    if tau <= 0:
+        raise ValueError(f"accuracy tau must be > 0, got {tau}")
+    pred = min(max(pred, SCORE_MIN), SCORE_MAX)
+    gt = min(max(gt, SCORE_MIN), SCORE_MAX)
+    return math.exp(-abs(pred - gt) / tau)
+
+
+def accuracy_reward(completions: list, gt_score: Sequence[float], tau: float = 0.30, **_) -> list[float]:
+    """Accuracy reward: :func:`accuracy_curve` of the parsed score, 0 on a parse failure."""
+    rewards = []
+    for completion, gt in zip(completions, gt_score, strict=True):
+        parsed = parse_score(completion_text(completion))
+        rewards.append(accuracy_curve(parsed.score, float(gt), tau) if parsed.ok else 0.0)
+    return rewards
+
+
+def format_reward(completions: list, **_) -> list[float]:
+    """0.8 when the whole completion is ``<think>...</think><answer>number</answer>``, else 0."""
+    return [FORMAT_REWARD_VALUE if is_well_formed(completion_text(c)) else 0.0 for c in completions]
+
+
+_ANSWER_TEXT = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+_PUNCTUATION = re.compile(r"[^\w\s]")
+
+
+def repetition_penalty_value(text: str, threshold: int = 5, scale: float = 0.25, floor: float = -2.0) -> float:
+    """The released repetition penalty of one completion, reproduced exactly.
+
+    Takes the stripped text inside the first ``<answer>`` (the whole stripped completion when there is none),
+    removes every character that is neither a word character nor whitespace, then
+    ``-scale * (sum of counts of " "-split words seen more than threshold times)
+      -scale * (sum of counts of characters, spaces included, seen more than threshold times)``,
+    floored at ``floor``. (Splitting on a single space, empty strings included, is the release's behaviour.)
+    """
+    match = _ANSWER_TEXT.search(text)
+    cleaned = _PUNCTUATION.sub("", (match.group(1) if match else text).strip())
+    words = sum(n for n in Counter(cleaned.split(" ")).values() if n > threshold)
+    chars = sum(n for n in Counter(cleaned).values() if n > threshold)
+    return max(floor, -scale * words - scale * chars)
+
+
+def repetition_penalty(completions: list, **_) -> list[float]:
+    """Released recipe's repetition penalty (see :func:`repetition_penalty_value`)."""
+    return [repetition_penalty_value(completion_text(c)) for c in completions]
+
+
+REWARDS: dict[str, Callable[..., list[float]]] = {
+    "accuracy": accuracy_reward,
+    "format": format_reward,
+    "repetition": repetition_penalty,
+}
+
+
+def get_reward_funcs(names: Sequence[str], accuracy_tau: float) -> list[Callable[..., list[float]]]:
+    """Reward functions by name, in order; ``accuracy`` gets ``tau`` bound. Unknown names: did-you-mean error."""
+    funcs = []
+    for name in names:
+        if name not in REWARDS:
+            close = difflib.get_close_matches(name, REWARDS, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"unknown reward {name!r}; choose from {sorted(REWARDS)}.{hint}")
+        func = REWARDS[name]
+        if name == "accuracy":
+            func = functools.update_wrapper(functools.partial(func, tau=accuracy_tau), func)
+        funcs.append(func)
+    return funcs

@@ -1,0 +1,242 @@
+"""Typed configuration for `qhawkeye train`: model, data and the GRPO + Q-Hawkeye hyperparameters.
+
+:class:`QHawkeyeConfig` subclasses TRL's ``GRPOConfig``. Every algorithm hyperparameter whose TRL default
+has changed between releases (beta, loss_type, scale_rewards, epsilon, G, temperature, lengths) is
+re-declared here with our own default and help, so nothing is inherited silently from the installed TRL.
+A YAML recipe is one flat mapping over the fields of the three dataclasses; unknown keys are an error.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from transformers import HfArgumentParser
+from trl import GRPOConfig
+
+from qhawkeye import SCORE_MAX, SCORE_MIN
+from qhawkeye.rewards import REWARDS
+from qhawkeye.train.uado import UNPARSED_POLICIES
+
+LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo", "vespo")
+
+
+@dataclass
+class ModelArguments:
+    """Which model to train and how to load it."""
+
+    model_name_or_path: str = field(
+        default="tiny",
+        metadata={"help": "Local Qwen2.5-VL folder, or 'tiny' for the embedded offline model (built on first use)."},
+    )
+    dtype: str = field(
+        default="float32",
+        metadata={"help": "Weights dtype at load: float32, bfloat16, float16 or auto (the folder's own)."},
+    )
+    attn_implementation: str = field(default="sdpa", metadata={"help": "eager, sdpa or flash_attention_2."})
+    min_pixels: int | None = field(
+        default=None, metadata={"help": "Image processor's min_pixels (None: the model folder's own)."}
+    )
+    max_pixels: int | None = field(
+        default=None,
+        metadata={"help": "Image processor's max_pixels (None: the folder's own; the released recipe uses 786432)."},
+    )
+    freeze_vision_tower: bool = field(
+        default=False, metadata={"help": "Freeze the vision encoder (and its merger): train the language model only."}
+    )
+    use_peft: bool = field(default=False, metadata={"help": "Train LoRA adapters (PEFT) instead of all weights."})
+    lora_r: int = field(default=64, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=128, metadata={"help": "LoRA alpha."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        metadata={"help": "Module names LoRA adapts (the language model's linear layers by default)."},
+    )
+
+    def __post_init__(self):
+        if self.dtype not in ("float32", "bfloat16", "float16", "auto"):
+            raise ValueError(f"dtype must be float32, bfloat16, float16 or auto, got {self.dtype!r}")
+        if self.lora_r <= 0:
+            raise ValueError(f"lora_r must be > 0, got {self.lora_r}")
+
+
+@dataclass
+class DataArguments:
+    """Where the training data is: a Hugging Face dataset saved with ``save_to_disk``."""
+
+    dataset_path: str | None = field(
+        default=None,
+        metadata={"help": "Folder written by datasets' save_to_disk (a Dataset, or a DatasetDict with dataset_split)."},
+    )
+    dataset_split: str = field(default="train", metadata={"help": "Split to train on when the folder is a DatasetDict."})
+    eval_dataset_path: str | None = field(default=None, metadata={"help": "Optional held-out dataset folder."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N rows (smoke runs)."})
+    image_column: str = field(default="image", metadata={"help": "Column with the original image."})
+    score_column: str = field(default="gt_score", metadata={"help": "Column with the label, already on [1, 5]."})
+    check_images: bool = field(
+        default=True, metadata={"help": "Decode every image once before training, naming the first bad row."}
+    )
+
+    def __post_init__(self):
+        if self.max_train_samples is not None and self.max_train_samples <= 0:
+            raise ValueError(f"max_train_samples must be > 0, got {self.max_train_samples}")
+
+
+@dataclass
+class QHawkeyeConfig(GRPOConfig):
+    """GRPO configuration with the Q-Hawkeye additions. Defaults follow the released recipe (SPEC.md)."""
+
+    # ---- GRPO hyperparameters re-declared so that no default comes from the installed TRL version ----
+    num_generations: int | None = field(default=4, metadata={"help": "G, rollouts per image (recipe: 4)."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the rollouts (recipe: 1.0)."})
+    max_completion_length: int | None = field(
+        default=2048, metadata={"help": "Maximum completion tokens per rollout (recipe: 2048)."}
+    )
+    beta: float = field(default=0.04, metadata={"help": "KL coefficient to the reference model (recipe: 0.04)."})
+    loss_type: str = field(
+        default="grpo",
+        metadata={"help": f"TRL loss aggregation, one of {LOSS_TYPES} (recipe: grpo; TRL 1.16's default is dapo)."},
+    )
+    scale_rewards: str = field(
+        default="group", metadata={"help": "Advantage scaling: group (recipe), batch or none."}
+    )
+    epsilon: float = field(default=0.2, metadata={"help": "Lower clipping range of the ratio (recipe: 0.2)."})
+    epsilon_high: float | None = field(
+        default=0.28, metadata={"help": "Upper clipping range of the ratio (recipe: 0.28)."}
+    )
+    num_iterations: int = field(default=1, metadata={"help": "Policy updates per generation batch (recipe: 1)."})
+    mask_truncated_completions: bool = field(
+        default=False, metadata={"help": "Exclude truncated completions from the loss (recipe: False)."}
+    )
+    entropy_coef: float = field(
+        default=0.0,
+        metadata={"help": "TRL's own entropy bonus; keep 0: Q-Hawkeye's entropy terms are pao_eta1/pao_eta2."},
+    )
+    learning_rate: float = field(default=5e-6, metadata={"help": "Peak learning rate (recipe: 5e-6)."})
+
+    # ---- rewards ----
+    reward_funcs: list[str] = field(
+        default_factory=lambda: ["accuracy", "format"],
+        metadata={"help": f"Reward names, summed: any of {sorted(REWARDS)} (released recipe adds 'repetition')."},
+    )
+    accuracy_tau: float = field(default=0.30, metadata={"help": "tau of the accuracy reward exp(-|err|/tau)."})
+
+    # ---- UADO ----
+    use_uado: bool = field(default=True, metadata={"help": "Scale each image's advantages by exp(-alpha * u)."})
+    uado_alpha: float = field(default=0.2, metadata={"help": "UADO strength alpha (recipe: 0.2; w in [0.82, 1])."})
+    uado_score_min: float = field(default=SCORE_MIN, metadata={"help": "Lowest score; var_max = (max - min)^2 / 4."})
+    uado_score_max: float = field(default=SCORE_MAX, metadata={"help": "Highest score."})
+    uado_unparsed_policy: str = field(
+        default="max_uncertainty",
+        metadata={
+            "help": "Groups with fewer than two parseable scores: max_uncertainty (u = 1, our default: "
+            "unparseable rollouts are the least stable) or full_weight (u = 0, the release's behaviour)."
+        },
+    )
+
+    # ---- PAO ----
+    use_pao: bool = field(
+        default=True, metadata={"help": "Implicit perception loss on the original/degraded pair (needs the column)."}
+    )
+    degraded_image_column: str = field(
+        default="degraded_image", metadata={"help": "Dataset column holding each original's degraded partner."}
+    )
+    pao_gamma: float = field(default=1e-4, metadata={"help": "gamma, the perception-KL weight at epoch 0."})
+    pao_gamma_zero_epoch: float = field(
+        default=5.0, metadata={"help": "E0: gamma decays by a half cosine to 0 at this (fractional) epoch."}
+    )
+    pao_eta1: float = field(default=1e-3, metadata={"help": "eta1, weight of the original-image entropy (minimised)."})
+    pao_eta2: float = field(
+        default=0.0,
+        metadata={"help": "eta2, weight of the degraded-image entropy; needs pao_grad_through_degraded (recipe: 1e-3)."},
+    )
+    pao_grad_through_degraded: bool = field(
+        default=False,
+        metadata={
+            "help": "Forward the degraded image with gradient at every step (costly). Off: its log-probs are "
+            "computed once per generation batch without gradient, as in the release."
+        },
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        self._validate_qhawkeye()
+
+    def _validate_qhawkeye(self) -> None:
+        if self.loss_type not in LOSS_TYPES:
+            raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {self.loss_type!r}")
+        for name in self.reward_funcs:
+            if name not in REWARDS:
+                close = difflib.get_close_matches(name, REWARDS, n=1)
+                hint = f" Did you mean {close[0]!r}?" if close else ""
+                raise ValueError(f"reward_funcs: unknown reward {name!r}; choose from {sorted(REWARDS)}.{hint}")
+        if self.accuracy_tau <= 0:
+            raise ValueError(f"accuracy_tau must be > 0, got {self.accuracy_tau}")
+        if self.uado_alpha < 0:
+            raise ValueError(f"uado_alpha must be >= 0, got {self.uado_alpha}")
+        if self.uado_score_max <= self.uado_score_min:
+            raise ValueError("uado_score_max must be greater than uado_score_min")
+        if self.uado_unparsed_policy not in UNPARSED_POLICIES:
+            raise ValueError(f"uado_unparsed_policy must be one of {UNPARSED_POLICIES}, got {self.uado_unparsed_policy!r}")
+        if self.pao_gamma < 0 or self.pao_eta1 < 0 or self.pao_eta2 < 0:
+            raise ValueError("pao_gamma, pao_eta1 and pao_eta2 must be >= 0")
+        if self.pao_gamma_zero_epoch <= 0:
+            raise ValueError(f"pao_gamma_zero_epoch must be > 0, got {self.pao_gamma_zero_epoch}")
+        if self.use_pao and self.pao_eta2 != 0 and not self.pao_grad_through_degraded:
+            raise ValueError(
+                f"pao_eta2={self.pao_eta2} has no effect without gradient through the degraded branch: the degraded "
+                "log-probs are computed without gradient by default, so the H_deg term would be a constant (the "
+                "authors' release has this dead term). Set pao_grad_through_degraded: true, or pao_eta2: 0."
+            )
+        if self.use_vllm and (self.use_uado or self.use_pao):
+            raise ValueError(
+                "use_vllm=True is not supported with use_uado/use_pao yet: qhawkeye's UADO and PAO hooks have not "
+                "been validated on TRL's vLLM path, and the release's vLLM trainer silently drops both. "
+                "Set use_vllm: false (generation then uses model.generate)."
+            )
+        if self.entropy_coef != 0:
+            raise ValueError(
+                "entropy_coef is TRL's entropy *bonus*; Q-Hawkeye's double entropy regularisation is pao_eta1/"
+                "pao_eta2. Set entropy_coef: 0."
+            )
+
+
+CONFIG_CLASSES = (ModelArguments, DataArguments, QHawkeyeConfig)
+
+
+def known_keys() -> set[str]:
+    return {f.name for cls in CONFIG_CLASSES for f in fields(cls) if f.init}
+
+
+def parse_config(path: str | Path, overrides: dict | None = None) -> tuple[ModelArguments, DataArguments, QHawkeyeConfig]:
+    """Read a flat YAML recipe (plus ``overrides``) into the three config dataclasses.
+
+    Raises:
+        FileNotFoundError: the YAML file does not exist.
+        ValueError: a key is not a config field (with a did-you-mean), or a value is invalid.
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {str(path)!r} not found")
+    values = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: a training config must be a YAML mapping of field: value")
+    values.update(overrides or {})
+    return parse_dict(values, source=str(path))
+
+
+def parse_dict(values: dict, source: str = "config") -> tuple[ModelArguments, DataArguments, QHawkeyeConfig]:
+    """Like :func:`parse_config`, from a dict."""
+    keys = known_keys()
+    unknown = [k for k in values if k not in keys]
+    if unknown:
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, keys, n=1)
+            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ValueError(f"{source}: unknown config field(s): {', '.join(hints)}. See `qhawkeye train --help-fields`.")
+    parser = HfArgumentParser(CONFIG_CLASSES)
+    return parser.parse_dict(values, allow_extra_keys=False)
