@@ -87,7 +87,7 @@ def get_reward_funcs(names: Sequence[str], accuracy_tau: float) -> list[Callable
     for name in names:
         if name not in REWARDS:
             close = difflib.get_close_matches(name, REWARDS, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
+            hint = f" did you mean {close[0]!r}?" if close else ""
             raise ValueError(f"unknown reward {name!r}; choose from {sorted(REWARDS)}.{hint}")
         func = REWARDS[name]
         if name == "accuracy":

@@ -67,7 +67,7 @@ def get_degradation(name: str):
     """The degradation function called ``name`` (did-you-mean error on an unknown name)."""
     if name not in DEGRADATIONS:
         close = difflib.get_close_matches(name, DEGRADATIONS, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
+        hint = f" did you mean {close[0]!r}?" if close else ""
         raise ValueError(f"unknown degradation {name!r}; choose from {sorted(DEGRADATIONS)}.{hint}")
     return DEGRADATIONS[name]
 

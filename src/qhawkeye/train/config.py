@@ -169,7 +169,7 @@ class QHawkeyeConfig(GRPOConfig):
         for name in self.reward_funcs:
             if name not in REWARDS:
                 close = difflib.get_close_matches(name, REWARDS, n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else ""
+                hint = f" did you mean {close[0]!r}?" if close else ""
                 raise ValueError(f"reward_funcs: unknown reward {name!r}; choose from {sorted(REWARDS)}.{hint}")
         if self.accuracy_tau <= 0:
             raise ValueError(f"accuracy_tau must be > 0, got {self.accuracy_tau}")

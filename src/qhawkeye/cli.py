@@ -1,0 +1,108 @@
+"""`qhawkeye <subcommand>`: each subcommand parses its arguments and calls one module's entry point."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def _parse_override(text: str) -> tuple[str, object]:
+    import yaml
+
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"--set expects key=value, got {text!r}")
+    key, value = text.split("=", 1)
+    return key.strip(), yaml.safe_load(value)
+
+
+def _cmd_train(args) -> int:
+    if args.list_fields:
+        return _list_fields()
+    if args.config is None:
+        print("qhawkeye train: give a CONFIG.yaml (see configs/train/)", file=sys.stderr)
+        return 2
+    from qhawkeye.train.main import main
+
+    resume = args.resume if args.resume is not None else None
+    main(args.config, dict(args.set or []), resume=resume)
+    return 0
+
+
+def _list_fields() -> int:
+    from dataclasses import MISSING, fields
+
+    from qhawkeye.train.config import CONFIG_CLASSES
+
+    for cls in CONFIG_CLASSES:
+        print(f"# {cls.__name__}")
+        for f in fields(cls):
+            if not f.init or "help" not in f.metadata:
+                continue
+            default = f.default if f.default is not MISSING else (f.default_factory() if f.default_factory is not MISSING else "")
+            print(f"  {f.name} = {default!r}\n      {f.metadata['help']}")
+    return 0
+
+
+def _cmd_build_tiny(args) -> int:
+    from qhawkeye.tiny import build_tiny_model, ensure_tiny_model
+
+    path = build_tiny_model(args.out, args.variant) if args.out else ensure_tiny_model(args.variant)
+    print(path)
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from qhawkeye.demo import run_demo
+
+    history = run_demo(args.out, steps=args.steps)["log_history"]
+    steps = [h for h in history if "loss" in h]
+    keys = ["reward", "rewards/format_reward/mean", "rewards/accuracy_reward/mean", "qhawkeye/kl_prcp",
+            "qhawkeye/uado_weight", "qhawkeye/entropy_orig", "qhawkeye/parse_failure_rate"]
+    print(f"\nQ-Hawkeye GRPO demo: {len(steps)} steps on the tiny offline model (synthetic labels)")
+    print(f"{'metric':34s} {'first step':>12s} {'last step':>12s}")
+    for key in keys:
+        if steps and key in steps[0]:
+            print(f"{key:34s} {steps[0][key]:12.4g} {steps[-1][key]:12.4g}")
+    print(f"\nmodel and checkpoints: {args.out}/model")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qhawkeye", description="Q-Hawkeye image quality assessment toolkit")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train with Q-Hawkeye GRPO from a YAML recipe")
+    p.add_argument("config", nargs="?", help="YAML recipe (configs/train/*.yaml)")
+    p.add_argument("--set", action="append", type=_parse_override, metavar="KEY=VALUE", help="override a field")
+    p.add_argument("--resume", nargs="?", const="last", default=None, metavar="CHECKPOINT",
+                   help="resume from the last checkpoint in output_dir, or from CHECKPOINT")
+    p.add_argument("--list-fields", action="store_true", help="list every config field with its help")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("build-tiny", help="build the embedded tiny offline Qwen2.5-VL")
+    p.add_argument("--variant", default="tiny", choices=["tiny", "small"])
+    p.add_argument("--out", default=None, help="folder to write (default: the qhawkeye cache)")
+    p.set_defaults(func=_cmd_build_tiny)
+
+    p = sub.add_parser("demo", help="a short GRPO run with UADO and PAO on the embedded default")
+    p.add_argument("--out", default="runs/demo", help="output folder (reused and resumed on a rerun)")
+    p.add_argument("--steps", type=int, default=6, help="optimizer steps")
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        print(f"qhawkeye {args.command}: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
