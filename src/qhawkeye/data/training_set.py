@@ -75,10 +75,12 @@ def _check_columns(data, path: Path, required: list[str]) -> None:
 
 
 def _row_name(data, index: int) -> str:
-    row = data[index]
+    """"row 7 (group_id='x')": reads only the id column, so it is safe while a row's image is broken."""
     for key in ("id", "group_id"):
-        if key in row and row[key] is not None:
-            return f"row {index} ({key}={row[key]!r})"
+        if key in data.column_names:
+            value = data.select_columns([key])[index][key]
+            if value is not None:
+                return f"row {index} ({key}={value!r})"
     return f"row {index}"
 
 
@@ -93,9 +95,10 @@ def _check_scores(data, path: Path, column: str) -> None:
 
 def _check_images(data, path: Path, columns: list[str]) -> None:
     for column in columns:
-        for i in range(len(data)):
+        only = data.select_columns([column])
+        for i in range(len(only)):
             try:
-                image = data[i][column]
+                image = only[i][column]
                 if image is None:
                     raise ValueError("no image")
                 if not isinstance(image, Image.Image):

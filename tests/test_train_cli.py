@@ -1,0 +1,53 @@
+"""`qhawkeye train` end to end on the tiny model: logs, checkpoints with provenance, resume, refusal to overwrite."""
+
+import json
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from qhawkeye.cli import main
+from qhawkeye.train.pao import gamma_schedule
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = str(ROOT / "configs" / "train" / "tiny_cpu.yaml")
+
+
+def _args(out, data, steps, *extra):
+    sets = [f"dataset_path={data}", f"output_dir={out}", f"max_steps={steps}", "save_steps=1",
+            "max_completion_length=16", "pao_gamma_zero_epoch=1.0"]
+    return ["train", RECIPE, *[a for s in sets for a in ("--set", s)], *extra]
+
+
+@pytest.mark.slow
+def test_train_logs_checkpoints_and_resumes(tiny_model_dir, paired_dataset_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(_args(out, paired_dataset_dir, 2)) == 0
+    state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
+    logs = [h for h in state["log_history"] if "loss" in h]
+    assert len(logs) == 2
+    for key in ("qhawkeye/kl_prcp", "qhawkeye/gamma_t", "qhawkeye/entropy_orig", "qhawkeye/entropy_deg",
+                "qhawkeye/uado_weight", "qhawkeye/uado_uncertainty", "qhawkeye/parse_failure_rate"):
+        assert key in logs[-1], key
+    # parameters moved
+    before = load_file(str(tiny_model_dir / "model.safetensors"))
+    after = load_file(str(out / "model.safetensors"))
+    assert any(not (before[k] == after[k]).all() for k in before)
+    info = json.loads((out / "checkpoint-1" / "qhawkeye_run.json").read_text())
+    assert info["versions"]["trl"] == "1.16.0" and info["seed"] == 0 and info["global_step"] == 1
+    assert info["train_dataset"]["num_rows"] == 8 and info["train_dataset"]["fingerprint"]
+    assert info["config"]["training"]["loss_type"] == "grpo" and "commit" in info["git"]
+    assert (out / "processor_config.json").is_file() and (out / "qhawkeye_run.json").is_file()
+
+    # a second run into the same folder without --resume is refused, and nothing is touched
+    mtime = (out / "model.safetensors").stat().st_mtime_ns
+    assert main(_args(out, paired_dataset_dir, 3)) == 1
+    assert "already holds checkpoints" in capsys.readouterr().err
+    assert (out / "model.safetensors").stat().st_mtime_ns == mtime
+
+    # resume continues from step 2 to 3; gamma_t follows the fractional epoch saved in the state
+    assert main(_args(out, paired_dataset_dir, 3, "--resume")) == 0
+    resumed = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())
+    assert resumed["global_step"] == 3
+    step3 = [h for h in resumed["log_history"] if "loss" in h][-1]
+    assert step3["qhawkeye/gamma_t"] == pytest.approx(gamma_schedule(state["epoch"], 1e-4, 1.0))
