@@ -87,32 +87,30 @@ def load_processor(path: str | Path, min_pixels: int | None = None, max_pixels: 
     ``min_pixels``/``max_pixels`` override the folder's image-processor limits when given.
     """
     path = Path(path)
-    pixel_kwargs = {k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v is not None}
     if has_torchvision():
         from transformers import AutoProcessor
 
-        processor = AutoProcessor.from_pretrained(path, **pixel_kwargs)
+        processor = AutoProcessor.from_pretrained(path)
     else:
         from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-        image_processor = Qwen2VLImageProcessorPil.from_pretrained(path, **pixel_kwargs)
+        image_processor = Qwen2VLImageProcessorPil.from_pretrained(path)
         tokenizer = AutoTokenizer.from_pretrained(path)
         processor = ImageOnlyQwen2_5_VLProcessor(image_processor, tokenizer, chat_template=tokenizer.chat_template)
-    if pixel_kwargs:
-        _set_pixel_limits(processor.image_processor, **pixel_kwargs)
+    set_pixel_limits(processor.image_processor, min_pixels, max_pixels)
     return processor
 
 
-def _set_pixel_limits(image_processor, min_pixels: int | None = None, max_pixels: int | None = None) -> None:
-    # Qwen2-VL image processors read the limits from both the attribute and `size`; keep them in step.
-    size = dict(getattr(image_processor, "size", None) or {})
+def set_pixel_limits(image_processor, min_pixels: int | None = None, max_pixels: int | None = None) -> None:
+    """Override a Qwen2-VL image processor's pixel limits through ``size`` (transformers 5's only channel)."""
+    if min_pixels is None and max_pixels is None:
+        return
+    size = dict(image_processor.size)
     if min_pixels is not None:
-        image_processor.min_pixels = min_pixels
         size["shortest_edge"] = min_pixels
     if max_pixels is not None:
-        image_processor.max_pixels = max_pixels
         size["longest_edge"] = max_pixels
-    image_processor.size = size
+    image_processor.size = type(image_processor.size)(**size)
 
 
 def load_model(path: str | Path, dtype: str = "auto", attn_implementation: str | None = None):
