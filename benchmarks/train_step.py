@@ -31,9 +31,13 @@ def arms():
     return {
         "TRL GRPOTrainer (stock)": (GRPOTrainer, dict(use_uado=False, use_pao=False)),
         "qhawkeye, UADO + PAO (default: degraded no-grad once per generation batch)": (
-            QHawkeyeGRPOTrainer, dict(use_uado=True, use_pao=True)),
+            QHawkeyeGRPOTrainer,
+            dict(use_uado=True, use_pao=True),
+        ),
         "qhawkeye, UADO + PAO, gradient through degraded branch (eta2 on)": (
-            QHawkeyeGRPOTrainer, dict(use_uado=True, use_pao=True, pao_grad_through_degraded=True, pao_eta2=1e-3)),
+            QHawkeyeGRPOTrainer,
+            dict(use_uado=True, use_pao=True, pao_grad_through_degraded=True, pao_eta2=1e-3),
+        ),
     }
 
 
@@ -41,8 +45,15 @@ def one_run(trainer_cls, extra, model_dir, data_dir, steps, tokens, batch, ga) -
     from trainer_utils import make_config, make_trainer
 
     with tempfile.TemporaryDirectory() as out:
-        config = make_config(out, max_steps=steps, max_completion_length=tokens, per_device_train_batch_size=batch,
-                             gradient_accumulation_steps=ga, beta=0.04, **extra)
+        config = make_config(
+            out,
+            max_steps=steps,
+            max_completion_length=tokens,
+            per_device_train_batch_size=batch,
+            gradient_accumulation_steps=ga,
+            beta=0.04,
+            **extra,
+        )
         trainer = make_trainer(model_dir, data_dir, config, trainer_cls)
         trainer.train()
         times = [h["step_time"] for h in trainer.state.log_history if "step_time" in h]
@@ -71,16 +82,22 @@ def main() -> None:
         start = time.perf_counter()
         for _ in range(args.rounds):
             for name, (cls, extra) in arms().items():
-                results[name] += one_run(cls, extra, model_dir, data_dir, args.steps, args.tokens, args.batch, args.ga)
+                results[name] += one_run(
+                    cls, extra, model_dir, data_dir, args.steps, args.tokens, args.batch, args.ga
+                )
     base = statistics.median(results["TRL GRPOTrainer (stock)"])
-    print(f"\n{platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"model {args.model}, G=4, {args.batch} completions/step, {args.tokens} max completion tokens, GA={args.ga}, "
-          f"{args.rounds} interleaved rounds x {args.steps - 1} timed steps ({time.perf_counter() - start:.0f} s)\n")
+    print(
+        f"\n{platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"model {args.model}, G=4, {args.batch} completions/step, {args.tokens} max completion tokens, GA={args.ga}, "
+        f"{args.rounds} interleaved rounds x {args.steps - 1} timed steps ({time.perf_counter() - start:.0f} s)\n"
+    )
     print("| arm | median s/step | IQR s | ratio vs stock |")
     print("|---|---|---|---|")
     for name, times in results.items():
         q = statistics.quantiles(times, n=4)
-        print(f"| {name} | {statistics.median(times):.3f} | {q[0]:.3f}-{q[2]:.3f} | {statistics.median(times) / base:.2f}x |")
+        print(
+            f"| {name} | {statistics.median(times):.3f} | {q[0]:.3f}-{q[2]:.3f} | {statistics.median(times) / base:.2f}x |"
+        )
 
 
 if __name__ == "__main__":

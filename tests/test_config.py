@@ -7,14 +7,30 @@ from qhawkeye.train.config import parse_config, parse_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "configs" / "train").glob("*.yaml"))
-CPU = {"use_cpu": True, "bf16": False}  # the GPU recipes ask for bf16, which TrainingArguments refuses on a CPU
+CPU = {
+    "use_cpu": True,
+    "bf16": False,
+}  # the GPU recipes ask for bf16, which TrainingArguments refuses on a CPU
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
 def test_recipes_parse_and_set_every_algorithm_knob(recipe):
     values = yaml.safe_load(recipe.read_text())
-    explicit = {"beta", "loss_type", "scale_rewards", "epsilon", "epsilon_high", "num_generations", "temperature",
-                "max_completion_length", "num_iterations", "uado_alpha", "pao_gamma", "pao_eta1", "pao_eta2"}
+    explicit = {
+        "beta",
+        "loss_type",
+        "scale_rewards",
+        "epsilon",
+        "epsilon_high",
+        "num_generations",
+        "temperature",
+        "max_completion_length",
+        "num_iterations",
+        "uado_alpha",
+        "pao_gamma",
+        "pao_eta1",
+        "pao_eta2",
+    }
     assert explicit <= set(values), f"{recipe.name} leaves {explicit - set(values)} to defaults"
     assert recipe.read_text().startswith("# "), "each recipe starts with the command that runs it"
     _, _, config = parse_config(recipe, overrides=CPU)

@@ -15,11 +15,27 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.timeout(240)
 def test_two_process_torchrun(tiny_model_dir, paired_dataset_dir, tmp_path, qh_home):
     out = tmp_path / "ddp"
-    sets = [f"dataset_path={paired_dataset_dir}", f"output_dir={out}", "max_steps=2", "save_steps=2",
-            "per_device_train_batch_size=2",  # 2 completions per rank: every group of 4 spans both ranks
-            "max_completion_length=16", "ddp_find_unused_parameters=false"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "qhawkeye.cli", "train", str(ROOT / "configs/train/tiny_cpu.yaml")]
+    sets = [
+        f"dataset_path={paired_dataset_dir}",
+        f"output_dir={out}",
+        "max_steps=2",
+        "save_steps=2",
+        "per_device_train_batch_size=2",  # 2 completions per rank: every group of 4 spans both ranks
+        "max_completion_length=16",
+        "ddp_find_unused_parameters=false",
+    ]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "qhawkeye.cli",
+        "train",
+        str(ROOT / "configs/train/tiny_cpu.yaml"),
+    ]
     cmd += [a for s in sets for a in ("--set", s)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "QHAWKEYE_HOME": str(qh_home), "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=220)

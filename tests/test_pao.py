@@ -17,7 +17,9 @@ def test_kl_zero_for_identical_logps_and_positive_otherwise():
 
 def test_kl_clamps():
     orig = torch.zeros(1, 2)
-    deg = torch.tensor([[50.0, -50.0]])  # d clamped to +-20; exp(20)-21 > 10 -> clamped to 10; exp(-20)+19 -> 10
+    deg = torch.tensor(
+        [[50.0, -50.0]]
+    )  # d clamped to +-20; exp(20)-21 > 10 -> clamped to 10; exp(-20)+19 -> 10
     assert perception_kl_per_token(orig, deg).tolist() == [[10.0, 10.0]]
     assert perception_kl_per_token(orig, torch.tensor([[-5.0, 2.0]])).tolist()[0] == pytest.approx(
         [math.exp(-5) + 5 - 1, math.exp(2) - 3], abs=1e-5
@@ -36,7 +38,9 @@ def test_gamma_schedule():
 
 X = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 0.0]])
 M = torch.tensor([[1, 1, 1], [1, 1, 0]])
-COMMON = dict(num_items_in_batch=torch.tensor(10.0), num_processes=2, steps_per_generation=2, max_completion_length=4)
+COMMON = dict(
+    num_items_in_batch=torch.tensor(10.0), num_processes=2, steps_per_generation=2, max_completion_length=4
+)
 
 
 @pytest.mark.parametrize(

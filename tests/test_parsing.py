@@ -39,7 +39,9 @@ def test_rejects_everything_else(text):
     assert not parsed.ok and parsed.score is None and parsed.error
 
 
-@pytest.mark.parametrize("text, raw, score", [("<answer>7</answer>", 7.0, 5.0), ("<answer>-2.5</answer>", -2.5, 1.0)])
+@pytest.mark.parametrize(
+    "text, raw, score", [("<answer>7</answer>", 7.0, 5.0), ("<answer>-2.5</answer>", -2.5, 1.0)]
+)
 def test_out_of_range_is_clipped_and_recorded(text, raw, score):
     parsed = parse_score(text)
     assert parsed.ok and parsed.raw == raw and parsed.score == score and parsed.clipped
@@ -56,4 +58,9 @@ def test_well_formed_requires_whole_completion():
 def test_completion_text_accepts_trl_shapes():
     assert completion_text("plain") == "plain"
     assert completion_text([{"role": "assistant", "content": "abc"}]) == "abc"
-    assert completion_text([{"role": "assistant", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]) == "ab"
+    assert (
+        completion_text(
+            [{"role": "assistant", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]
+        )
+        == "ab"
+    )

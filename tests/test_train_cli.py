@@ -14,8 +14,14 @@ RECIPE = str(ROOT / "configs" / "train" / "tiny_cpu.yaml")
 
 
 def _args(out, data, steps, *extra):
-    sets = [f"dataset_path={data}", f"output_dir={out}", f"max_steps={steps}", "save_steps=1",
-            "max_completion_length=16", "pao_gamma_zero_epoch=1.0"]
+    sets = [
+        f"dataset_path={data}",
+        f"output_dir={out}",
+        f"max_steps={steps}",
+        "save_steps=1",
+        "max_completion_length=16",
+        "pao_gamma_zero_epoch=1.0",
+    ]
     return ["train", RECIPE, *[a for s in sets for a in ("--set", s)], *extra]
 
 
@@ -26,8 +32,15 @@ def test_train_logs_checkpoints_and_resumes(tiny_model_dir, paired_dataset_dir, 
     state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
     logs = [h for h in state["log_history"] if "loss" in h]
     assert len(logs) == 2
-    for key in ("qhawkeye/kl_prcp", "qhawkeye/gamma_t", "qhawkeye/entropy_orig", "qhawkeye/entropy_deg",
-                "qhawkeye/uado_weight", "qhawkeye/uado_uncertainty", "qhawkeye/parse_failure_rate"):
+    for key in (
+        "qhawkeye/kl_prcp",
+        "qhawkeye/gamma_t",
+        "qhawkeye/entropy_orig",
+        "qhawkeye/entropy_deg",
+        "qhawkeye/uado_weight",
+        "qhawkeye/uado_uncertainty",
+        "qhawkeye/parse_failure_rate",
+    ):
         assert key in logs[-1], key
     # parameters moved
     before = load_file(str(tiny_model_dir / "model.safetensors"))

@@ -6,11 +6,11 @@ import math
 
 import pytest
 import torch
+from trainer_utils import fixed_batch, make_config, make_trainer, reference_logps_and_entropy
 from trl import GRPOTrainer
 
 from qhawkeye.train.pao import gamma_schedule
 from qhawkeye.train.trainer import DEG_LOGPS_KEY, QHawkeyeGRPOTrainer
-from trainer_utils import fixed_batch, make_config, make_trainer, reference_logps_and_entropy
 
 # SGD step size for the "one PAO step" tests: the random tiny model starts with KL ~3e-5, and in the
 # gradient-through mode the surrogate's gradient partly cancels, so a small step moves the KL by <1%.
@@ -28,7 +28,9 @@ def _train(trainer_cls, tiny_model_dir, paired_dataset_dir, tmp_path, **override
 def test_with_additions_off_equals_trl(tiny_model_dir, paired_dataset_dir, tmp_path):
     off = dict(use_uado=False, use_pao=False, beta=0.04, gradient_accumulation_steps=2)
     stock_losses, stock_params, _ = _train(GRPOTrainer, tiny_model_dir, paired_dataset_dir, tmp_path, **off)
-    ours_losses, ours_params, _ = _train(QHawkeyeGRPOTrainer, tiny_model_dir, paired_dataset_dir, tmp_path, **off)
+    ours_losses, ours_params, _ = _train(
+        QHawkeyeGRPOTrainer, tiny_model_dir, paired_dataset_dir, tmp_path, **off
+    )
     assert len(ours_losses) == 2 and ours_losses == pytest.approx(stock_losses, rel=1e-6, abs=1e-9)
     for name, value in stock_params.items():
         torch.testing.assert_close(ours_params[name], value, rtol=1e-6, atol=1e-8, msg=name)
@@ -51,8 +53,14 @@ def _expected_aggregate(x, m, loss_type, ga, num_items, num_processes, spg, max_
 @pytest.fixture(scope="module")
 def pao_trainer(tiny_model_dir, paired_dataset_dir, tmp_path_factory):
     config = make_config(
-        tmp_path_factory.mktemp("pao"), use_uado=False, use_pao=True, pao_gamma=0.5, pao_gamma_zero_epoch=4.0,
-        pao_eta1=0.01, beta=0.0, gradient_accumulation_steps=2,
+        tmp_path_factory.mktemp("pao"),
+        use_uado=False,
+        use_pao=True,
+        pao_gamma=0.5,
+        pao_gamma_zero_epoch=4.0,
+        pao_eta1=0.01,
+        beta=0.0,
+        gradient_accumulation_steps=2,
     )
     return make_trainer(tiny_model_dir, paired_dataset_dir, config)
 
@@ -75,8 +83,14 @@ def test_extra_terms_match_hand_computation(pao_trainer, loss_type, ga):
     d = (inputs[DEG_LOGPS_KEY] - logps).clamp(-20, 20)
     kl = (torch.exp(d) - d - 1).clamp(-10, 10)
     agg = lambda x: _expected_aggregate(  # noqa: E731
-        x, inputs["completion_mask"], loss_type, ga, inputs["num_items_in_batch"].float(), 1,
-        trainer.args.steps_per_generation, trainer.max_completion_length,
+        x,
+        inputs["completion_mask"],
+        loss_type,
+        ga,
+        inputs["num_items_in_batch"].float(),
+        1,
+        trainer.args.steps_per_generation,
+        trainer.max_completion_length,
     )
     gamma_t = 0.5 * 0.5 * (1 + math.cos(math.pi / 4))
     assert gamma_schedule(1.0, 0.5, 4.0) == pytest.approx(gamma_t)
@@ -101,8 +115,15 @@ def _kl_now(trainer, inputs, fresh_degraded: bool) -> float:
 @pytest.mark.parametrize("grad_through", [False, True])
 def test_one_pao_step_raises_kl(tiny_model_dir, paired_dataset_dir, tmp_path, grad_through):
     config = make_config(
-        tmp_path, use_uado=False, use_pao=True, pao_gamma=1.0, pao_eta1=0.0, pao_eta2=0.0, beta=0.0,
-        pao_grad_through_degraded=grad_through, gradient_accumulation_steps=1,
+        tmp_path,
+        use_uado=False,
+        use_pao=True,
+        pao_gamma=1.0,
+        pao_eta1=0.0,
+        pao_eta2=0.0,
+        beta=0.0,
+        pao_grad_through_degraded=grad_through,
+        gradient_accumulation_steps=1,
     )
     trainer = make_trainer(tiny_model_dir, paired_dataset_dir, config)
     inputs = fixed_batch(trainer, n_images=1)
@@ -129,7 +150,9 @@ def test_uado_scales_advantages_by_group_weights(pao_trainer):
     trainer._apply_uado(output, scores, "train")
     expected = [math.exp(-0.2)] * 4 + [1.0] * 4
     assert output["advantages"].tolist() == pytest.approx(expected, abs=1e-6)
-    assert trainer._metrics["train"]["qhawkeye/uado_weight"][-1] == pytest.approx((math.exp(-0.2) + 1) / 2, abs=1e-6)
+    assert trainer._metrics["train"]["qhawkeye/uado_weight"][-1] == pytest.approx(
+        (math.exp(-0.2) + 1) / 2, abs=1e-6
+    )
 
 
 def test_uado_on_real_batch_uses_parsed_scores(pao_trainer):
@@ -160,5 +183,3 @@ def test_pao_with_mismatched_sizes_is_an_error(pao_trainer):
         row["degraded_image"] = row["degraded_image"].resize((56, 56))
     with pytest.raises(ValueError, match="does not have its original's size"):
         pao_trainer._generate_and_score_completions(rows)
-
-

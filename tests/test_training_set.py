@@ -1,14 +1,21 @@
 """Bad training data gets a clear error naming the folder, row and column; nothing trains on placeholders."""
 
 import pytest
-from datasets import Dataset, Features, Image as ImageFeature, Value, load_from_disk
+from datasets import Dataset, Features, Value, load_from_disk
+from datasets import Image as ImageFeature
 from PIL import Image
 
 from qhawkeye.data.training_set import load_training_dataset, save_synthetic_training_set
 from qhawkeye.prompts import build_messages
 
-FEATURES = Features({"image": ImageFeature(), "degraded_image": ImageFeature(), "gt_score": Value("float32"),
-                     "group_id": Value("string")})
+FEATURES = Features(
+    {
+        "image": ImageFeature(),
+        "degraded_image": ImageFeature(),
+        "gt_score": Value("float32"),
+        "group_id": Value("string"),
+    }
+)
 
 
 def _save(tmp_path, rows, features=FEATURES):
@@ -19,8 +26,12 @@ def _save(tmp_path, rows, features=FEATURES):
 
 def _rows(n=3, score=3.0):
     img = Image.new("RGB", (32, 32), (120, 60, 30))
-    return {"image": [img] * n, "degraded_image": [img] * n, "gt_score": [score] * n,
-            "group_id": [f"g{i}" for i in range(n)]}
+    return {
+        "image": [img] * n,
+        "degraded_image": [img] * n,
+        "gt_score": [score] * n,
+        "group_id": [f"g{i}" for i in range(n)],
+    }
 
 
 def test_synthetic_set_loads_with_prompt_and_pairs(paired_dataset_dir):
@@ -56,7 +67,9 @@ def test_missing_image_names_row_and_column(tmp_path):
 def test_unreadable_image_bytes(tmp_path):
     rows = _rows()
     rows["image"][0] = {"bytes": b"not an image at all", "path": "broken.jpg"}
-    with pytest.raises(ValueError, match=r"row 0 \(group_id='g0'\): column 'image' has a missing or unreadable"):
+    with pytest.raises(
+        ValueError, match=r"row 0 \(group_id='g0'\): column 'image' has a missing or unreadable"
+    ):
         load_training_dataset(_save(tmp_path, rows))
 
 
@@ -64,8 +77,10 @@ def test_empty_and_missing_columns_and_missing_folder(tmp_path):
     with pytest.raises(ValueError, match="empty"):
         load_training_dataset(_save(tmp_path, {k: [] for k in _rows()}))
     other = tmp_path / "other"
-    Dataset.from_dict({"image": [Image.new("RGB", (8, 8))], "mos": [3.0]},
-                      features=Features({"image": ImageFeature(), "mos": Value("float32")})).save_to_disk(str(other))
+    Dataset.from_dict(
+        {"image": [Image.new("RGB", (8, 8))], "mos": [3.0]},
+        features=Features({"image": ImageFeature(), "mos": Value("float32")}),
+    ).save_to_disk(str(other))
     with pytest.raises(ValueError, match=r"missing column\(s\) \['gt_score'\]"):
         load_training_dataset(other)
     with pytest.raises(FileNotFoundError, match="nowhere"):

@@ -28,7 +28,9 @@ def _digest(name: str) -> str:
 
 
 def test_trl_version_is_the_pinned_one():
-    assert trl.__version__ == TRL_VERSION, f"qhawkeye is validated against trl=={TRL_VERSION}, found {trl.__version__}"
+    assert trl.__version__ == TRL_VERSION, (
+        f"qhawkeye is validated against trl=={TRL_VERSION}, found {trl.__version__}"
+    )
 
 
 def test_overridden_hooks_unchanged():
@@ -43,10 +45,19 @@ def test_hook_signatures():
     assert params("_compute_loss") == ["self", "model", "inputs"]
     logps = params("_get_per_token_logps_and_entropies")
     assert logps[:5] == ["self", "model", "input_ids", "attention_mask", "logits_to_keep"]
-    assert {"batch_size", "compute_entropy", "pixel_values", "image_grid_thw", "num_images", "mm_token_type_ids"} <= set(logps)
+    assert {
+        "batch_size",
+        "compute_entropy",
+        "pixel_values",
+        "image_grid_thw",
+        "num_images",
+        "mm_token_type_ids",
+    } <= set(logps)
 
 
 def test_loss_aggregation_branches_we_mirror_still_exist():
     source = inspect.getsource(GRPOTrainer._compute_loss)
     for branch in ('["grpo", "sapo"]', '"bnpo"', '"dr_grpo"', '["cispo", "dapo", "vespo"]', '"luspo"'):
-        assert branch in source, f"TRL's loss_type branch {branch} moved: update qhawkeye.train.pao.aggregate_like_trl"
+        assert branch in source, (
+            f"TRL's loss_type branch {branch} moved: update qhawkeye.train.pao.aggregate_like_trl"
+        )

@@ -25,7 +25,9 @@ def test_spec_worked_values(scores, u, w):
 
 
 def test_worked_weights_rounded_as_in_spec():
-    u = group_uncertainty(torch.tensor([[1, 1, 5, 5], [1, 5, 5, 5], [2.5, 3, 4, 4.5]], dtype=torch.float32), 1, 5)
+    u = group_uncertainty(
+        torch.tensor([[1, 1, 5, 5], [1, 5, 5, 5], [2.5, 3, 4, 4.5]], dtype=torch.float32), 1, 5
+    )
     assert [round(x, 4) for x in uado_weights(u, 0.2).tolist()] == [0.8187, 0.8607, 0.9692]
 
 

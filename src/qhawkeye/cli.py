@@ -39,7 +39,11 @@ def _list_fields() -> int:
         for f in fields(cls):
             if not f.init or "help" not in f.metadata:
                 continue
-            default = f.default if f.default is not MISSING else (f.default_factory() if f.default_factory is not MISSING else "")
+            default = (
+                f.default
+                if f.default is not MISSING
+                else (f.default_factory() if f.default_factory is not MISSING else "")
+            )
             print(f"  {f.name} = {default!r}\n      {f.metadata['help']}")
     return 0
 
@@ -57,8 +61,15 @@ def _cmd_demo(args) -> int:
 
     history = run_demo(args.out, steps=args.steps)["log_history"]
     steps = [h for h in history if "loss" in h]
-    keys = ["reward", "rewards/format_reward/mean", "rewards/accuracy_reward/mean", "qhawkeye/kl_prcp",
-            "qhawkeye/uado_weight", "qhawkeye/entropy_orig", "qhawkeye/parse_failure_rate"]
+    keys = [
+        "reward",
+        "rewards/format_reward/mean",
+        "rewards/accuracy_reward/mean",
+        "qhawkeye/kl_prcp",
+        "qhawkeye/uado_weight",
+        "qhawkeye/entropy_orig",
+        "qhawkeye/parse_failure_rate",
+    ]
     print(f"\nQ-Hawkeye GRPO demo: {len(steps)} steps on the tiny offline model (synthetic labels)")
     print(f"{'metric':34s} {'first step':>12s} {'last step':>12s}")
     for key in keys:
@@ -69,15 +80,25 @@ def _cmd_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="qhawkeye", description="Q-Hawkeye image quality assessment toolkit")
+    parser = argparse.ArgumentParser(
+        prog="qhawkeye", description="Q-Hawkeye image quality assessment toolkit"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train with Q-Hawkeye GRPO from a YAML recipe")
     p.add_argument("config", nargs="?", help="YAML recipe (configs/train/*.yaml)")
-    p.add_argument("--set", action="append", type=_parse_override, metavar="KEY=VALUE", help="override a field")
-    p.add_argument("--resume", nargs="?", const="last", default=None, metavar="CHECKPOINT",
-                   help="resume from the last checkpoint in output_dir, or from CHECKPOINT")
+    p.add_argument(
+        "--set", action="append", type=_parse_override, metavar="KEY=VALUE", help="override a field"
+    )
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const="last",
+        default=None,
+        metavar="CHECKPOINT",
+        help="resume from the last checkpoint in output_dir, or from CHECKPOINT",
+    )
     p.add_argument("--list-fields", action="store_true", help="list every config field with its help")
     p.set_defaults(func=_cmd_train)
 
@@ -95,8 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, FileExistsError) as err:

@@ -96,7 +96,9 @@ def load_processor(path: str | Path, min_pixels: int | None = None, max_pixels: 
 
         image_processor = Qwen2VLImageProcessorPil.from_pretrained(path)
         tokenizer = AutoTokenizer.from_pretrained(path)
-        processor = ImageOnlyQwen2_5_VLProcessor(image_processor, tokenizer, chat_template=tokenizer.chat_template)
+        processor = ImageOnlyQwen2_5_VLProcessor(
+            image_processor, tokenizer, chat_template=tokenizer.chat_template
+        )
     set_pixel_limits(processor.image_processor, min_pixels, max_pixels)
     return processor
 

@@ -13,7 +13,17 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-PACKAGES = ("qhawkeye", "torch", "transformers", "trl", "datasets", "accelerate", "peft", "deepspeed", "pillow")
+PACKAGES = (
+    "qhawkeye",
+    "torch",
+    "transformers",
+    "trl",
+    "datasets",
+    "accelerate",
+    "peft",
+    "deepspeed",
+    "pillow",
+)
 
 
 def library_versions() -> dict[str, str | None]:
@@ -31,11 +41,18 @@ def git_commit() -> dict[str, str | bool | None]:
     here = Path(__file__).resolve().parent
     try:
         commit = subprocess.run(
-            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+            ["git", "-C", str(here), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=10, check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}

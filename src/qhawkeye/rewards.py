@@ -53,7 +53,9 @@ _ANSWER_TEXT = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 _PUNCTUATION = re.compile(r"[^\w\s]")
 
 
-def repetition_penalty_value(text: str, threshold: int = 5, scale: float = 0.25, floor: float = -2.0) -> float:
+def repetition_penalty_value(
+    text: str, threshold: int = 5, scale: float = 0.25, floor: float = -2.0
+) -> float:
     """The released repetition penalty of one completion, reproduced exactly.
 
     Takes the stripped text inside the first ``<answer>`` (the whole stripped completion when there is none),

@@ -154,7 +154,11 @@ def build_model(tokenizer, spec: TinySpec, seed: int = 0):
             "num_attention_heads": spec.text_heads,
             "num_key_value_heads": spec.text_kv_heads,
             "max_position_embeddings": 4096,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": list(spec.mrope_section)},
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 1e6,
+                "mrope_section": list(spec.mrope_section),
+            },
             "tie_word_embeddings": False,
             "bos_token_id": ids["<|endoftext|>"],
             "eos_token_id": ids["<|im_end|>"],
@@ -212,7 +216,9 @@ def ensure_tiny_model(variant: str = "tiny") -> Path:
     folder = settings.tiny_model_dir(variant)
     if (folder / "config.json").is_file():
         return folder
-    if folder.exists():  # a partial folder can only come from outside qhawkeye: do not guess, rebuild beside it
+    if (
+        folder.exists()
+    ):  # a partial folder can only come from outside qhawkeye: do not guess, rebuild beside it
         shutil.rmtree(folder)
     try:
         return build_tiny_model(folder, variant)

@@ -72,7 +72,9 @@ def get_degradation(name: str):
     return DEGRADATIONS[name]
 
 
-def degrade(img: Image.Image, name: str, rng: np.random.Generator, params: DegradationParams = FIRST) -> Image.Image:
+def degrade(
+    img: Image.Image, name: str, rng: np.random.Generator, params: DegradationParams = FIRST
+) -> Image.Image:
     """Apply degradation ``name``; the result has ``img``'s size."""
     out = get_degradation(name)(img, params, rng)
     assert out.size == img.size, "degradations must keep the image size"

@@ -45,7 +45,9 @@ def load_training_dataset(
 
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"dataset folder {str(path)!r} not found (expected a datasets save_to_disk folder)")
+        raise FileNotFoundError(
+            f"dataset folder {str(path)!r} not found (expected a datasets save_to_disk folder)"
+        )
     try:
         data = load_from_disk(str(path))
     except Exception as err:  # datasets raises several types for a folder it cannot read
@@ -75,7 +77,7 @@ def _check_columns(data, path: Path, required: list[str]) -> None:
 
 
 def _row_name(data, index: int) -> str:
-    """"row 7 (group_id='x')": reads only the id column, so it is safe while a row's image is broken."""
+    """ "row 7 (group_id='x')": reads only the id column, so it is safe while a row's image is broken."""
     for key in ("id", "group_id"):
         if key in data.column_names:
             value = data.select_columns([key])[index][key]
@@ -154,7 +156,8 @@ def make_synthetic_pairs(n: int, seed: int = 0, size: int = 112) -> dict[str, li
 
 def save_synthetic_training_set(out_dir: str | Path, n: int = 16, seed: int = 0, size: int = 112) -> Path:
     """Write a synthetic paired training set with ``save_to_disk``, atomically (build beside, then rename)."""
-    from datasets import Dataset, Features, Image as ImageFeature, Value
+    from datasets import Dataset, Features, Value
+    from datasets import Image as ImageFeature
 
     out_dir = Path(out_dir)
     if out_dir.exists():

@@ -28,7 +28,9 @@ class ModelArguments:
 
     model_name_or_path: str = field(
         default="tiny",
-        metadata={"help": "Local Qwen2.5-VL folder, or 'tiny' for the embedded offline model (built on first use)."},
+        metadata={
+            "help": "Local Qwen2.5-VL folder, or 'tiny' for the embedded offline model (built on first use)."
+        },
     )
     dtype: str = field(
         default="float32",
@@ -40,12 +42,17 @@ class ModelArguments:
     )
     max_pixels: int | None = field(
         default=None,
-        metadata={"help": "Image processor's max_pixels (None: the folder's own; the released recipe uses 786432)."},
+        metadata={
+            "help": "Image processor's max_pixels (None: the folder's own; the released recipe uses 786432)."
+        },
     )
     freeze_vision_tower: bool = field(
-        default=False, metadata={"help": "Freeze the vision encoder (and its merger): train the language model only."}
+        default=False,
+        metadata={"help": "Freeze the vision encoder (and its merger): train the language model only."},
     )
-    use_peft: bool = field(default=False, metadata={"help": "Train LoRA adapters (PEFT) instead of all weights."})
+    use_peft: bool = field(
+        default=False, metadata={"help": "Train LoRA adapters (PEFT) instead of all weights."}
+    )
     lora_r: int = field(default=64, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=128, metadata={"help": "LoRA alpha."})
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
@@ -67,13 +74,23 @@ class DataArguments:
 
     dataset_path: str | None = field(
         default=None,
-        metadata={"help": "Folder written by datasets' save_to_disk (a Dataset, or a DatasetDict with dataset_split)."},
+        metadata={
+            "help": "Folder written by datasets' save_to_disk (a Dataset, or a DatasetDict with dataset_split)."
+        },
     )
-    dataset_split: str = field(default="train", metadata={"help": "Split to train on when the folder is a DatasetDict."})
-    eval_dataset_path: str | None = field(default=None, metadata={"help": "Optional held-out dataset folder."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N rows (smoke runs)."})
+    dataset_split: str = field(
+        default="train", metadata={"help": "Split to train on when the folder is a DatasetDict."}
+    )
+    eval_dataset_path: str | None = field(
+        default=None, metadata={"help": "Optional held-out dataset folder."}
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Use only the first N rows (smoke runs)."}
+    )
     image_column: str = field(default="image", metadata={"help": "Column with the original image."})
-    score_column: str = field(default="gt_score", metadata={"help": "Column with the label, already on [1, 5]."})
+    score_column: str = field(
+        default="gt_score", metadata={"help": "Column with the label, already on [1, 5]."}
+    )
     check_images: bool = field(
         default=True, metadata={"help": "Decode every image once before training, naming the first bad row."}
     )
@@ -89,14 +106,20 @@ class QHawkeyeConfig(GRPOConfig):
 
     # ---- GRPO hyperparameters re-declared so that no default comes from the installed TRL version ----
     num_generations: int | None = field(default=4, metadata={"help": "G, rollouts per image (recipe: 4)."})
-    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the rollouts (recipe: 1.0)."})
+    temperature: float = field(
+        default=1.0, metadata={"help": "Sampling temperature of the rollouts (recipe: 1.0)."}
+    )
     max_completion_length: int | None = field(
         default=2048, metadata={"help": "Maximum completion tokens per rollout (recipe: 2048)."}
     )
-    beta: float = field(default=0.04, metadata={"help": "KL coefficient to the reference model (recipe: 0.04)."})
+    beta: float = field(
+        default=0.04, metadata={"help": "KL coefficient to the reference model (recipe: 0.04)."}
+    )
     loss_type: str = field(
         default="grpo",
-        metadata={"help": f"TRL loss aggregation, one of {LOSS_TYPES} (recipe: grpo; TRL 1.16's default is dapo)."},
+        metadata={
+            "help": f"TRL loss aggregation, one of {LOSS_TYPES} (recipe: grpo; TRL 1.16's default is dapo)."
+        },
     )
     scale_rewards: str = field(
         default="group", metadata={"help": "Advantage scaling: group (recipe), batch or none."}
@@ -105,27 +128,41 @@ class QHawkeyeConfig(GRPOConfig):
     epsilon_high: float | None = field(
         default=0.28, metadata={"help": "Upper clipping range of the ratio (recipe: 0.28)."}
     )
-    num_iterations: int = field(default=1, metadata={"help": "Policy updates per generation batch (recipe: 1)."})
+    num_iterations: int = field(
+        default=1, metadata={"help": "Policy updates per generation batch (recipe: 1)."}
+    )
     mask_truncated_completions: bool = field(
         default=False, metadata={"help": "Exclude truncated completions from the loss (recipe: False)."}
     )
     entropy_coef: float = field(
         default=0.0,
-        metadata={"help": "TRL's own entropy bonus; keep 0: Q-Hawkeye's entropy terms are pao_eta1/pao_eta2."},
+        metadata={
+            "help": "TRL's own entropy bonus; keep 0: Q-Hawkeye's entropy terms are pao_eta1/pao_eta2."
+        },
     )
     learning_rate: float = field(default=5e-6, metadata={"help": "Peak learning rate (recipe: 5e-6)."})
 
     # ---- rewards ----
     reward_funcs: list[str] = field(
         default_factory=lambda: ["accuracy", "format"],
-        metadata={"help": f"Reward names, summed: any of {sorted(REWARDS)} (released recipe adds 'repetition')."},
+        metadata={
+            "help": f"Reward names, summed: any of {sorted(REWARDS)} (released recipe adds 'repetition')."
+        },
     )
-    accuracy_tau: float = field(default=0.30, metadata={"help": "tau of the accuracy reward exp(-|err|/tau)."})
+    accuracy_tau: float = field(
+        default=0.30, metadata={"help": "tau of the accuracy reward exp(-|err|/tau)."}
+    )
 
     # ---- UADO ----
-    use_uado: bool = field(default=True, metadata={"help": "Scale each image's advantages by exp(-alpha * u)."})
-    uado_alpha: float = field(default=0.2, metadata={"help": "UADO strength alpha (recipe: 0.2; w in [0.82, 1])."})
-    uado_score_min: float = field(default=SCORE_MIN, metadata={"help": "Lowest score; var_max = (max - min)^2 / 4."})
+    use_uado: bool = field(
+        default=True, metadata={"help": "Scale each image's advantages by exp(-alpha * u)."}
+    )
+    uado_alpha: float = field(
+        default=0.2, metadata={"help": "UADO strength alpha (recipe: 0.2; w in [0.82, 1])."}
+    )
+    uado_score_min: float = field(
+        default=SCORE_MIN, metadata={"help": "Lowest score; var_max = (max - min)^2 / 4."}
+    )
     uado_score_max: float = field(default=SCORE_MAX, metadata={"help": "Highest score."})
     uado_unparsed_policy: str = field(
         default="max_uncertainty",
@@ -137,19 +174,25 @@ class QHawkeyeConfig(GRPOConfig):
 
     # ---- PAO ----
     use_pao: bool = field(
-        default=True, metadata={"help": "Implicit perception loss on the original/degraded pair (needs the column)."}
+        default=True,
+        metadata={"help": "Implicit perception loss on the original/degraded pair (needs the column)."},
     )
     degraded_image_column: str = field(
-        default="degraded_image", metadata={"help": "Dataset column holding each original's degraded partner."}
+        default="degraded_image",
+        metadata={"help": "Dataset column holding each original's degraded partner."},
     )
     pao_gamma: float = field(default=1e-4, metadata={"help": "gamma, the perception-KL weight at epoch 0."})
     pao_gamma_zero_epoch: float = field(
         default=5.0, metadata={"help": "E0: gamma decays by a half cosine to 0 at this (fractional) epoch."}
     )
-    pao_eta1: float = field(default=1e-3, metadata={"help": "eta1, weight of the original-image entropy (minimised)."})
+    pao_eta1: float = field(
+        default=1e-3, metadata={"help": "eta1, weight of the original-image entropy (minimised)."}
+    )
     pao_eta2: float = field(
         default=0.0,
-        metadata={"help": "eta2, weight of the degraded-image entropy; needs pao_grad_through_degraded (recipe: 1e-3)."},
+        metadata={
+            "help": "eta2, weight of the degraded-image entropy; needs pao_grad_through_degraded (recipe: 1e-3)."
+        },
     )
     pao_grad_through_degraded: bool = field(
         default=False,
@@ -170,7 +213,9 @@ class QHawkeyeConfig(GRPOConfig):
             if name not in REWARDS:
                 close = difflib.get_close_matches(name, REWARDS, n=1)
                 hint = f" did you mean {close[0]!r}?" if close else ""
-                raise ValueError(f"reward_funcs: unknown reward {name!r}; choose from {sorted(REWARDS)}.{hint}")
+                raise ValueError(
+                    f"reward_funcs: unknown reward {name!r}; choose from {sorted(REWARDS)}.{hint}"
+                )
         if self.accuracy_tau <= 0:
             raise ValueError(f"accuracy_tau must be > 0, got {self.accuracy_tau}")
         if self.uado_alpha < 0:
@@ -178,7 +223,9 @@ class QHawkeyeConfig(GRPOConfig):
         if self.uado_score_max <= self.uado_score_min:
             raise ValueError("uado_score_max must be greater than uado_score_min")
         if self.uado_unparsed_policy not in UNPARSED_POLICIES:
-            raise ValueError(f"uado_unparsed_policy must be one of {UNPARSED_POLICIES}, got {self.uado_unparsed_policy!r}")
+            raise ValueError(
+                f"uado_unparsed_policy must be one of {UNPARSED_POLICIES}, got {self.uado_unparsed_policy!r}"
+            )
         if self.pao_gamma < 0 or self.pao_eta1 < 0 or self.pao_eta2 < 0:
             raise ValueError("pao_gamma, pao_eta1 and pao_eta2 must be >= 0")
         if self.pao_gamma_zero_epoch <= 0:
@@ -209,7 +256,9 @@ def known_keys() -> set[str]:
     return {f.name for cls in CONFIG_CLASSES for f in fields(cls) if f.init}
 
 
-def parse_config(path: str | Path, overrides: dict | None = None) -> tuple[ModelArguments, DataArguments, QHawkeyeConfig]:
+def parse_config(
+    path: str | Path, overrides: dict | None = None
+) -> tuple[ModelArguments, DataArguments, QHawkeyeConfig]:
     """Read a flat YAML recipe (plus ``overrides``) into the three config dataclasses.
 
     Raises:
@@ -237,6 +286,8 @@ def parse_dict(values: dict, source: str = "config") -> tuple[ModelArguments, Da
         for key in unknown:
             close = difflib.get_close_matches(key, keys, n=1)
             hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        raise ValueError(f"{source}: unknown config field(s): {', '.join(hints)}. See `qhawkeye train --help-fields`.")
+        raise ValueError(
+            f"{source}: unknown config field(s): {', '.join(hints)}. See `qhawkeye train --help-fields`."
+        )
     parser = HfArgumentParser(CONFIG_CLASSES)
     return parser.parse_dict(values, allow_extra_keys=False)

@@ -102,7 +102,9 @@ def resolve_resume(config: QHawkeyeConfig, resume: str | bool | None) -> str | N
 def train(model_args: ModelArguments, data_args: DataArguments, config: QHawkeyeConfig, resume=None):
     """Build everything and train; returns the trainer (its state holds the log history)."""
     if data_args.dataset_path is None:
-        raise ValueError("dataset_path is not set: point it to a dataset folder written by `qhawkeye data build`")
+        raise ValueError(
+            "dataset_path is not set: point it to a dataset folder written by `qhawkeye data build`"
+        )
     checkpoint = resolve_resume(config, resume)
     degraded = config.degraded_image_column if config.use_pao else None
     load = dict(
@@ -112,7 +114,9 @@ def train(model_args: ModelArguments, data_args: DataArguments, config: QHawkeye
         degraded_column=degraded,
         check_images=data_args.check_images,
     )
-    train_dataset = load_training_dataset(data_args.dataset_path, max_samples=data_args.max_train_samples, **load)
+    train_dataset = load_training_dataset(
+        data_args.dataset_path, max_samples=data_args.max_train_samples, **load
+    )
     eval_dataset = None
     if data_args.eval_dataset_path:
         eval_dataset = load_training_dataset(data_args.eval_dataset_path, **{**load, "degraded_column": None})
@@ -131,7 +135,10 @@ def train(model_args: ModelArguments, data_args: DataArguments, config: QHawkeye
     trainer.save_model(config.output_dir)
     if trainer.is_world_process_zero():
         processor.save_pretrained(config.output_dir)
-        info = {**run_info(model_args, data_args, config, train_dataset), "global_step": trainer.state.global_step}
+        info = {
+            **run_info(model_args, data_args, config, train_dataset),
+            "global_step": trainer.state.global_step,
+        }
         provenance.write_json_atomic(Path(config.output_dir) / RUN_INFO, info)
     return trainer
 

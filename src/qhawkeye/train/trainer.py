@@ -90,19 +90,26 @@ class QHawkeyeGRPOTrainer(GRPOTrainer):
             device=device,
         )
         gathered = self.accelerator.gather(local)
-        self._metrics[mode]["qhawkeye/parse_failure_rate"].append(torch.isnan(gathered[:, 0]).float().mean().item())
+        self._metrics[mode]["qhawkeye/parse_failure_rate"].append(
+            torch.isnan(gathered[:, 0]).float().mean().item()
+        )
         self._metrics[mode]["qhawkeye/clip_rate"].append(gathered[:, 1].mean().item())
         return gathered[:, 0]
 
     def _apply_uado(self, output: dict, scores: torch.Tensor, mode: str) -> None:
         g = self.num_generations if mode == "train" else self.num_generations_eval
         u = group_uncertainty(
-            scores.view(-1, g), self.args.uado_score_min, self.args.uado_score_max, self.args.uado_unparsed_policy
+            scores.view(-1, g),
+            self.args.uado_score_min,
+            self.args.uado_score_max,
+            self.args.uado_unparsed_policy,
         )
         w = uado_weights(u, self.args.uado_alpha).repeat_interleave(g)
         n_local = output["advantages"].size(0)
         start = self.accelerator.process_index * n_local
-        output["advantages"] = output["advantages"] * w[start : start + n_local].to(output["advantages"].dtype)
+        output["advantages"] = output["advantages"] * w[start : start + n_local].to(
+            output["advantages"].dtype
+        )
         self._metrics[mode]["qhawkeye/uado_weight"].append(w.mean().item())
         self._metrics[mode]["qhawkeye/uado_uncertainty"].append(u.mean().item())
 
@@ -114,7 +121,10 @@ class QHawkeyeGRPOTrainer(GRPOTrainer):
             return
         ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
         mask = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
-        with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+        with (
+            torch.no_grad(),
+            disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs),
+        ):
             logps, entropies, _ = self._get_per_token_logps_and_entropies(
                 self.model,
                 ids,
@@ -184,7 +194,9 @@ class QHawkeyeGRPOTrainer(GRPOTrainer):
     def _degraded_logps(self, model, inputs):
         if not self.args.pao_grad_through_degraded:
             if DEG_LOGPS_KEY not in inputs:
-                raise ValueError("PAO is on but the batch has no degraded log-probs (was it generated with PAO off?)")
+                raise ValueError(
+                    "PAO is on but the batch has no degraded log-probs (was it generated with PAO off?)"
+                )
             return inputs[DEG_LOGPS_KEY], inputs[DEG_ENTROPY_KEY]
         logps, entropies, _ = self._get_per_token_logps_and_entropies(
             model,
