@@ -36,3 +36,11 @@ def paired_dataset_dir(tmp_path_factory):
     from qhawkeye.data.training_set import save_synthetic_training_set
 
     return save_synthetic_training_set(tmp_path_factory.mktemp("data") / "pairs", n=8, seed=0, size=112)
+
+
+@pytest.fixture(scope="session")
+def format_model_dir(qh_home):
+    """The tiny model after the image-blind format warm start: it writes parseable, varied answers."""
+    from qhawkeye.tiny import ensure_tiny_model
+
+    return ensure_tiny_model("tiny", format_warm_start=True)

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-def test_two_process_torchrun(tiny_model_dir, paired_dataset_dir, tmp_path, qh_home):
+def test_two_process_torchrun(format_model_dir, paired_dataset_dir, tmp_path, qh_home):
     out = tmp_path / "ddp"
     sets = [
         f"dataset_path={paired_dataset_dir}",
@@ -21,7 +21,8 @@ def test_two_process_torchrun(tiny_model_dir, paired_dataset_dir, tmp_path, qh_h
         "max_steps=2",
         "save_steps=2",
         "per_device_train_batch_size=2",  # 2 completions per rank: every group of 4 spans both ranks
-        "max_completion_length=16",
+        "max_completion_length=32",
+        "model_name_or_path=tiny-format",  # writes parseable answers, so UADO sees real score spreads
         "ddp_find_unused_parameters=false",
     ]
     cmd = [
@@ -43,4 +44,7 @@ def test_two_process_torchrun(tiny_model_dir, paired_dataset_dir, tmp_path, qh_h
     state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
     logs = [h for h in state["log_history"] if "loss" in h]
     assert len(logs) == 2 and all("qhawkeye/kl_prcp" in h and "qhawkeye/uado_weight" in h for h in logs)
+    # groups of 4 span both ranks: a weight other than exp(-0.2) = 0.8187 comes from complete, gathered groups
+    assert any(h["qhawkeye/parse_failure_rate"] < 1 for h in logs)
+    assert all(0.8187 <= h["qhawkeye/uado_weight"] <= 1.0 for h in logs)
     assert (out / "model.safetensors").is_file()

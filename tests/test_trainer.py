@@ -183,3 +183,23 @@ def test_pao_with_mismatched_sizes_is_an_error(pao_trainer):
         row["degraded_image"] = row["degraded_image"].resize((56, 56))
     with pytest.raises(ValueError, match="does not have its original's size"):
         pao_trainer._generate_and_score_completions(rows)
+
+
+def test_uado_weights_follow_parsed_scores(format_model_dir, paired_dataset_dir, tmp_path):
+    from qhawkeye.parsing import parse_score
+    from qhawkeye.train.uado import group_uncertainty, uado_weights
+
+    config = make_config(tmp_path, use_uado=True, use_pao=False, max_completion_length=32, uado_alpha=2.0)
+    trainer = make_trainer(format_model_dir, paired_dataset_dir, config)
+    on = fixed_batch(trainer, n_images=2, seed=3)
+    trainer.args.use_uado = False
+    off = fixed_batch(trainer, n_images=2, seed=3)
+    assert torch.equal(on["completion_ids"], off["completion_ids"])  # same rollouts
+    texts = trainer.processing_class.batch_decode(on["completion_ids"], skip_special_tokens=True)
+    scores = torch.tensor([s.score if s.ok else float("nan") for s in map(parse_score, texts)])
+    assert (~scores.isnan()).sum() >= 4, texts  # the warm-started model mostly writes parseable answers
+    w = uado_weights(
+        group_uncertainty(scores.view(-1, 4), 1.0, 5.0, "max_uncertainty"), 2.0
+    ).repeat_interleave(4)
+    torch.testing.assert_close(on["advantages"], off["advantages"] * w)
+    assert trainer._metrics["train"]["qhawkeye/uado_weight"][-1] == pytest.approx(w.mean().item(), abs=1e-6)

@@ -51,7 +51,10 @@ def _list_fields() -> int:
 def _cmd_build_tiny(args) -> int:
     from qhawkeye.tiny import build_tiny_model, ensure_tiny_model
 
-    path = build_tiny_model(args.out, args.variant) if args.out else ensure_tiny_model(args.variant)
+    if args.out:
+        path = build_tiny_model(args.out, args.variant, format_warm_start=args.format_warm_start)
+    else:
+        path = ensure_tiny_model(args.variant, format_warm_start=args.format_warm_start)
     print(path)
     return 0
 
@@ -105,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("build-tiny", help="build the embedded tiny offline Qwen2.5-VL")
     p.add_argument("--variant", default="tiny", choices=["tiny", "small"])
     p.add_argument("--out", default=None, help="folder to write (default: the qhawkeye cache)")
+    p.add_argument(
+        "--format-warm-start",
+        action="store_true",
+        help="add the image-blind format-only fine-tune (demo/tests; see qhawkeye.train.warmstart)",
+    )
     p.set_defaults(func=_cmd_build_tiny)
 
     p = sub.add_parser("demo", help="a short GRPO run with UADO and PAO on the embedded default")

@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 def demo_config(out_dir: Path, steps: int) -> dict:
     """The demo's recipe: the tiny CPU settings, every algorithm hyperparameter explicit."""
     return {
-        "model_name_or_path": "tiny",
+        "model_name_or_path": "tiny-format",
         "dtype": "float32",
         "dataset_path": str(out_dir / "train_set"),
         "output_dir": str(out_dir / "model"),

@@ -67,16 +67,17 @@ def resolve_model_path(name_or_path: str) -> Path:
         FileNotFoundError: the folder does not exist or holds no ``config.json`` (no hub download here:
             download the model first, e.g. ``huggingface-cli download Qwen/Qwen2.5-VL-7B-Instruct``).
     """
-    if name_or_path == settings.TINY_MODEL_NAME:
+    if name_or_path in settings.TINY_MODELS:
         from qhawkeye.tiny import ensure_tiny_model
 
-        return ensure_tiny_model()
+        variant, warm = settings.TINY_MODELS[name_or_path]
+        return ensure_tiny_model(variant, format_warm_start=warm)
     path = Path(name_or_path).expanduser()
     if not (path / "config.json").is_file():
         raise FileNotFoundError(
             f"model folder {str(path)!r} not found or has no config.json. qhawkeye loads models from local "
             "folders only: download one first (e.g. `huggingface-cli download Qwen/Qwen2.5-VL-7B-Instruct "
-            f"--local-dir <dir>`), or use {settings.TINY_MODEL_NAME!r} for the embedded tiny model."
+            f"--local-dir <dir>`), or one of {sorted(settings.TINY_MODELS)} for an embedded tiny model."
         )
     return path
 

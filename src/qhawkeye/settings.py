@@ -10,8 +10,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-TINY_MODEL_NAME = "tiny"
-"""The model name that means "the embedded default": a tiny Qwen2.5-VL built offline on first use."""
+TINY_MODELS = {
+    "tiny": ("tiny", False),
+    "tiny-format": ("tiny", True),
+    "small": ("small", False),
+    "small-format": ("small", True),
+}
+"""Model names that mean an embedded tiny Qwen2.5-VL built offline on first use: name -> (variant, whether it
+gets the image-blind format warm start of :mod:`qhawkeye.train.warmstart`). ``tiny`` is the default."""
 
 
 def home() -> Path:

@@ -190,8 +190,14 @@ def build_model(tokenizer, spec: TinySpec, seed: int = 0):
     return model
 
 
-def build_tiny_model(out_dir: str | Path, variant: str = "tiny", seed: int = 0) -> Path:
-    """Build a tiny Qwen2.5-VL and save it to ``out_dir`` atomically (written beside, then renamed)."""
+def build_tiny_model(
+    out_dir: str | Path, variant: str = "tiny", seed: int = 0, format_warm_start: bool = False
+) -> Path:
+    """Build a tiny Qwen2.5-VL and save it to ``out_dir`` atomically (written beside, then renamed).
+
+    ``format_warm_start`` adds the image-blind format-only fine-tune of :mod:`qhawkeye.train.warmstart`, so the
+    model writes parseable answers (demo and tests only).
+    """
     if variant not in VARIANTS:
         raise ValueError(f"unknown tiny-model variant {variant!r}; choose from {sorted(VARIANTS)}")
     out_dir = Path(out_dir)
@@ -201,6 +207,11 @@ def build_tiny_model(out_dir: str | Path, variant: str = "tiny", seed: int = 0) 
     tokenizer = build_tokenizer(spec.vocab_size, seed)
     processor = build_processor(tokenizer)
     model = build_model(tokenizer, spec, seed)
+    if format_warm_start:
+        from qhawkeye.data.training_set import make_synthetic_pairs
+        from qhawkeye.train.warmstart import format_warm_start as warm_start
+
+        warm_start(model, processor, make_synthetic_pairs(16, seed=seed + 1)["image"], seed=seed)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}.") as tmp:
         model.save_pretrained(tmp)
@@ -211,16 +222,14 @@ def build_tiny_model(out_dir: str | Path, variant: str = "tiny", seed: int = 0) 
     return out_dir
 
 
-def ensure_tiny_model(variant: str = "tiny") -> Path:
+def ensure_tiny_model(variant: str = "tiny", format_warm_start: bool = False) -> Path:
     """The embedded default's folder, built on first use (under ``settings.home()``)."""
-    folder = settings.tiny_model_dir(variant)
+    folder = settings.tiny_model_dir(variant + ("-format" if format_warm_start else ""))
     if (folder / "config.json").is_file():
         return folder
-    if (
-        folder.exists()
-    ):  # a partial folder can only come from outside qhawkeye: do not guess, rebuild beside it
+    if folder.exists():  # left by an interrupted copy from outside qhawkeye (our writes are atomic)
         shutil.rmtree(folder)
     try:
-        return build_tiny_model(folder, variant)
+        return build_tiny_model(folder, variant, format_warm_start=format_warm_start)
     except FileExistsError:  # another process built it meanwhile
         return folder

@@ -29,7 +29,8 @@ class ModelArguments:
     model_name_or_path: str = field(
         default="tiny",
         metadata={
-            "help": "Local Qwen2.5-VL folder, or 'tiny' for the embedded offline model (built on first use)."
+            "help": "Local Qwen2.5-VL folder, or an embedded offline model built on first use: 'tiny' (default), "
+            "'tiny-format' (tiny + image-blind format warm start), 'small', 'small-format'."
         },
     )
     dtype: str = field(
