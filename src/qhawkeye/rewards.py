@@ -13,7 +13,6 @@ All three read scores through :mod:`qhawkeye.parsing`. The ground truth comes fr
 
 from __future__ import annotations
 
-import difflib
 import functools
 import math
 import re
@@ -22,6 +21,7 @@ from collections.abc import Callable, Sequence
 
 from qhawkeye import SCORE_MAX, SCORE_MIN
 from qhawkeye.parsing import completion_text, is_well_formed, parse_score
+from qhawkeye.registry import lookup
 
 FORMAT_REWARD_VALUE = 0.8
 
@@ -87,11 +87,7 @@ def get_reward_funcs(names: Sequence[str], accuracy_tau: float) -> list[Callable
     """Reward functions by name, in order; ``accuracy`` gets ``tau`` bound. Unknown names: did-you-mean error."""
     funcs = []
     for name in names:
-        if name not in REWARDS:
-            close = difflib.get_close_matches(name, REWARDS, n=1)
-            hint = f" did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"unknown reward {name!r}; choose from {sorted(REWARDS)}.{hint}")
-        func = REWARDS[name]
+        func = lookup(REWARDS, name, "reward")
         if name == "accuracy":
             func = functools.update_wrapper(functools.partial(func, tau=accuracy_tau), func)
         funcs.append(func)

@@ -8,13 +8,14 @@ darken 0.5). Names map to functions through :data:`DEGRADATIONS`.
 
 from __future__ import annotations
 
-import difflib
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
+
+from qhawkeye.registry import lookup
 
 
 @dataclass(frozen=True)
@@ -65,11 +66,7 @@ DEGRADATIONS: dict[str, Callable[[Image.Image, DegradationParams, np.random.Gene
 
 def get_degradation(name: str):
     """The degradation function called ``name`` (did-you-mean error on an unknown name)."""
-    if name not in DEGRADATIONS:
-        close = difflib.get_close_matches(name, DEGRADATIONS, n=1)
-        hint = f" did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown degradation {name!r}; choose from {sorted(DEGRADATIONS)}.{hint}")
-    return DEGRADATIONS[name]
+    return lookup(DEGRADATIONS, name, "degradation")
 
 
 def degrade(

@@ -16,6 +16,7 @@ from transformers import HfArgumentParser
 from trl import GRPOConfig
 
 from qhawkeye import SCORE_MAX, SCORE_MIN
+from qhawkeye.registry import lookup
 from qhawkeye.rewards import REWARDS
 from qhawkeye.train.uado import UNPARSED_POLICIES
 
@@ -211,12 +212,7 @@ class QHawkeyeConfig(GRPOConfig):
         if self.loss_type not in LOSS_TYPES:
             raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {self.loss_type!r}")
         for name in self.reward_funcs:
-            if name not in REWARDS:
-                close = difflib.get_close_matches(name, REWARDS, n=1)
-                hint = f" did you mean {close[0]!r}?" if close else ""
-                raise ValueError(
-                    f"reward_funcs: unknown reward {name!r}; choose from {sorted(REWARDS)}.{hint}"
-                )
+            lookup(REWARDS, name, "reward in reward_funcs")
         if self.accuracy_tau <= 0:
             raise ValueError(f"accuracy_tau must be > 0, got {self.accuracy_tau}")
         if self.uado_alpha < 0:
