@@ -24,8 +24,7 @@ def _cmd_train(args) -> int:
         return 2
     from qhawkeye.train.main import main
 
-    resume = args.resume if args.resume is not None else None
-    main(args.config, dict(args.set or []), resume=resume)
+    main(args.config, dict(args.set or []), resume=args.resume)
     return 0
 
 

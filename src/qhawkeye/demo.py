@@ -8,9 +8,11 @@ warm start, evaluation and report, is tracked in issue 5.)
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
+from qhawkeye.provenance import write_json_atomic
 from qhawkeye.train.config import parse_dict
 
 logger = logging.getLogger(__name__)
@@ -68,17 +70,14 @@ def run_demo(out_dir: str | Path = "runs/demo", steps: int = 6, n_images: int = 
         save_synthetic_training_set(data_dir, n=n_images, seed=0)
     model_args, data_args, config = parse_dict(demo_config(out_dir, steps), source="demo")
     model_dir = Path(config.output_dir)
-    if (model_dir / "qhawkeye_run.json").is_file():
+    log_file = model_dir / "trainer_log.json"  # written last: its presence means the demo finished
+    if log_file.is_file():
         logger.info("demo model already trained in %s; delete the folder to train again", model_dir)
-        import json
-
-        return json.loads((model_dir / "trainer_log.json").read_text())
+        return json.loads(log_file.read_text())
     resume = "last" if any(model_dir.glob("checkpoint-*")) else None
     try:
         trainer = train(model_args, data_args, config, resume=resume)
     finally:
         teardown_distributed()
-    from qhawkeye.provenance import write_json_atomic
-
-    write_json_atomic(model_dir / "trainer_log.json", {"log_history": trainer.state.log_history})
+    write_json_atomic(log_file, {"log_history": trainer.state.log_history})
     return {"log_history": trainer.state.log_history}
