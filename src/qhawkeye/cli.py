@@ -81,6 +81,52 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
+    """One ``--flag`` per dataclass field (``snake_case`` -> ``--kebab-case``), help text from the field."""
+    import dataclasses
+    import types
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip or not f.init:
+            continue
+        kind = hints[f.name]
+        if typing.get_origin(kind) in (typing.Union, types.UnionType):  # X | None -> X
+            kind = next(a for a in typing.get_args(kind) if a is not type(None))
+        choices = list(typing.get_args(kind)) if typing.get_origin(kind) is typing.Literal else None
+        flag, text = f"--{f.name.replace('_', '-')}", f.metadata.get("help", "")
+        if "default" not in text:
+            text += f" (default: {f.default})"
+        if kind is bool:
+            action = argparse.BooleanOptionalAction
+            parser.add_argument(flag, dest=f.name, action=action, default=f.default, help=text)
+        else:
+            convert = str if choices else kind
+            parser.add_argument(
+                flag, dest=f.name, type=convert, choices=choices, default=f.default, help=text
+            )
+
+
+def dataclass_from_args(cls, args, **extra):
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    return cls(**{k: v for k, v in vars(args).items() if k in names}, **extra)
+
+
+def _cmd_score(args) -> int:
+    from qhawkeye.scoring.main import run, write_summary
+    from qhawkeye.scoring.scorer import ScorerConfig
+
+    config = dataclass_from_args(ScorerConfig, args)
+    summary = run(
+        args.paths, config, out=args.out, fmt=args.format, limit=args.limit, progress=not args.quiet
+    )
+    write_summary(summary)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qhawkeye", description="Q-Hawkeye image quality assessment toolkit"
@@ -113,6 +159,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="add the image-blind format-only fine-tune (demo/tests; see qhawkeye.train.warmstart)",
     )
     p.set_defaults(func=_cmd_build_tiny)
+
+    p = sub.add_parser(
+        "score",
+        help="score images, folders or JSON/JSONL manifests (scores in [1, 5], higher is better)",
+        description="Score images with a quality model. Writes one JSON object (or CSV row) per image; a rerun "
+        "with the same --out skips the images already scored.",
+    )
+    p.add_argument("paths", nargs="+", help="image files, folders (recursive) or JSON/JSONL manifests")
+    p.add_argument(
+        "--out", "-o", default=None, help="results file (.jsonl or .csv); default: JSONL to stdout"
+    )
+    p.add_argument("--format", choices=["jsonl", "csv"], default=None, help="default: from --out's suffix")
+    p.add_argument("--limit", type=int, default=None, help="score only the first N images (smoke run)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    from qhawkeye.scoring.scorer import ScorerConfig
+
+    add_dataclass_arguments(p, ScorerConfig)
+    p.set_defaults(func=_cmd_score)
 
     p = sub.add_parser("demo", help="a short GRPO run with UADO and PAO on the embedded default")
     p.add_argument("--out", default="runs/demo", help="output folder (reused and resumed on a rerun)")

@@ -67,3 +67,33 @@ def completion_text(completion: str | list[dict]) -> str:
     if isinstance(content, list):  # structured content blocks
         return "".join(block.get("text", "") for block in content)
     return content
+
+
+_JSON_RATING = re.compile(r'^\s*\{\s*"?rating"?\s*:\s*"?([+-]?\d+(?:\.\d+)?)"?\s*\}\s*$')
+_FINAL_SCORE = re.compile(r"^\s*(?:final_score\s*[:=]\s*)?([+-]?\d+(?:\.\d+)?)\s*$", re.IGNORECASE)
+
+
+def _parse_block(text: str, pattern: re.Pattern, what: str, lo: float, hi: float) -> ParsedScore:
+    block = _ANSWER_BLOCK.search(text)
+    if block is None:
+        return ParsedScore(None, error="no <answer>...</answer> block")
+    match = pattern.fullmatch(block.group(1))
+    if match is None:
+        return ParsedScore(None, error=f"answer is not {what}: {block.group(1)[:40]!r}")
+    raw = float(match.group(1))
+    score = min(max(raw, lo), hi)
+    return ParsedScore(score, raw=raw, clipped=score != raw)
+
+
+def parse_score_json_rating(text: str, lo: float = SCORE_MIN, hi: float = SCORE_MAX) -> ParsedScore:
+    """Q-Insight's answer: the first ``<answer>`` block holds ``{"rating": number}`` (evaluation preset only)."""
+    return _parse_block(text, _JSON_RATING, 'a {"rating": number} object', lo, hi)
+
+
+def parse_score_release(text: str, lo: float = SCORE_MIN, hi: float = SCORE_MAX) -> ParsedScore:
+    """The authors' release at inference: one number, optionally written ``final_score: number``.
+
+    Its inference question asks for "the following keys: final_score", so its checkpoint may answer with
+    that key inside the tags; anything else is a failure, as in :func:`parse_score` (evaluation preset only).
+    """
+    return _parse_block(text, _FINAL_SCORE, "one number (optionally final_score: number)", lo, hi)

@@ -1,0 +1,153 @@
+"""What `qhawkeye score` reads and writes: inputs from files, folders and manifests; resumable result files.
+
+Inputs: image files, folders (searched recursively, sorted, for the suffixes in :data:`IMAGE_SUFFIXES`) and
+JSON/JSONL manifests (the DeQA-Score list ``{"id", "images": [path]}``, or objects with ``image``/``path``;
+relative paths are relative to the manifest's folder). An image's id is its manifest id, its path relative
+to the folder it was found in, or the path as given.
+
+Outputs: JSONL (one object per image) or CSV, appended as results arrive and flushed per batch. A sidecar
+``<out>.run.json`` records the model, prompt preset and decoding; a rerun with the same settings skips the ids
+already in the file (a partial last line left by a killed run is cut off first), and a rerun with different
+settings is refused rather than mixing two models' scores in one file.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from qhawkeye.provenance import write_json_atomic
+from qhawkeye.scoring.scorer import ScoreResult
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
+CSV_COLUMNS = [
+    "id", "path", "score", "status", "parsed", "std", "uncertainty", "n_parsed", "n_draws", "clipped", "error",
+    "text",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class InputItem:
+    id: str
+    path: Path
+
+
+def collect_inputs(paths: Sequence[str | Path]) -> list[InputItem]:
+    """Expand files, folders and manifests into items; a duplicate id is an error naming both sources."""
+    items: list[InputItem] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            items += [InputItem(str(p.relative_to(path)), p) for p in files]
+        elif path.suffix.lower() in (".json", ".jsonl"):
+            items += read_manifest(path)
+        elif path.suffix.lower() in IMAGE_SUFFIXES or path.exists():
+            items.append(InputItem(str(raw), path))  # a missing file is reported per image as unreadable
+        else:
+            raise FileNotFoundError(f"{raw}: no such file or folder")
+    seen: dict[str, Path] = {}
+    for item in items:
+        if item.id in seen:
+            raise ValueError(
+                f"duplicate image id {item.id!r} ({seen[item.id]} and {item.path}); ids must be unique"
+            )
+        seen[item.id] = item.path
+    return items
+
+
+def read_manifest(path: Path) -> list[InputItem]:
+    """Items of a JSON list or JSONL manifest (see the module docstring for the accepted row shapes)."""
+    text = path.read_text()
+    try:
+        rows = (
+            json.loads(text)
+            if path.suffix.lower() == ".json"
+            else [json.loads(line) for line in text.splitlines() if line.strip()]
+        )
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(rows, list):
+        raise ValueError(f"{path}: expected a JSON list of objects")
+    return [_manifest_item(path, n, row) for n, row in enumerate(rows)]
+
+
+def _manifest_item(path: Path, n: int, row) -> InputItem:
+    if not isinstance(row, dict):
+        raise ValueError(f"{path}: row {n} is not an object")
+    image = row.get("images", [None])[0] if isinstance(row.get("images"), list) else None
+    image = image or row.get("image") or row.get("path")
+    if not isinstance(image, str):
+        raise ValueError(f'{path}: row {n} has no image path (give "images": [path], "image" or "path")')
+    file = Path(image) if Path(image).is_absolute() else path.parent / image
+    return InputItem(str(row.get("id", image)), file)
+
+
+class ResultFile:
+    """An append-only, resumable JSONL or CSV file of :class:`ScoreResult` rows."""
+
+    def __init__(self, path: str | Path, run: dict, fmt: str | None = None):
+        self.path = Path(path)
+        self.fmt = fmt or ("csv" if self.path.suffix.lower() == ".csv" else "jsonl")
+        if self.fmt not in ("jsonl", "csv"):
+            raise ValueError(f"output format must be jsonl or csv, got {self.fmt!r}")
+        self.sidecar = self.path.with_name(self.path.name + ".run.json")
+        self._check_run(run)
+        self.done = self._load_done()
+
+    def _check_run(self, run: dict) -> None:
+        if self.path.exists() and self.sidecar.is_file():
+            previous = json.loads(self.sidecar.read_text())
+            if previous != run:
+                diff = sorted(k for k in set(previous) | set(run) if previous.get(k) != run.get(k))
+                raise FileExistsError(
+                    f"{self.path} holds scores made with other settings ({', '.join(diff)} differ, see "
+                    f"{self.sidecar}); choose another output file or delete that one to start over"
+                )
+        elif self.path.exists() and self.path.stat().st_size > 0:
+            raise FileExistsError(
+                f"{self.path} exists but was not written by qhawkeye score; choose another file"
+            )
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.sidecar, run)
+
+    def _load_done(self) -> dict[str, dict]:
+        if not self.path.exists():
+            return {}
+        _cut_partial_line(self.path)
+        with self.path.open(newline="") as f:
+            if self.fmt == "csv":
+                rows = list(csv.DictReader(f))
+            else:
+                rows = [json.loads(line) for line in f if line.strip()]
+        return {str(row["id"]): row for row in rows}
+
+    def append(self, results: Iterable[ScoreResult], paths: dict[str, Path]) -> None:
+        """Append rows and flush them to disk (a crash loses at most the batch being written)."""
+        new = not self.path.exists() or self.path.stat().st_size == 0
+        with self.path.open("a", newline="") as f:
+            if self.fmt == "csv":
+                writer = csv.DictWriter(f, CSV_COLUMNS, extrasaction="ignore")
+                if new:
+                    writer.writeheader()
+            for result in results:
+                row = {"id": result.id, "path": str(paths.get(result.id, "")), **result.to_dict()}
+                if self.fmt == "csv":
+                    writer.writerow(row)
+                else:
+                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                self.done[result.id] = row
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _cut_partial_line(path: Path) -> None:
+    """Truncate a file to its last newline (a killed writer can leave half a line)."""
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with path.open("r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)

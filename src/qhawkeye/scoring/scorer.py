@@ -1,0 +1,379 @@
+"""The Scorer: load a quality model once, then score images in batches.
+
+In the spirit of pyiqa's ``create_metric``::
+
+    from qhawkeye.scoring import create_scorer
+    scorer = create_scorer("tiny")                      # or a Qwen2.5-VL folder, a checkpoint, LoRA adapters
+    result = scorer.score("photo.jpg")                  # ScoreResult: score in [1, 5], higher is better
+    results = scorer.score_batch(["a.jpg", "b.png"])
+
+Scores lie in ``scorer.score_range`` = (1, 5) and ``scorer.lower_better`` is False. The prompt and the
+parser are the ones training uses (``prompt_preset="qhawkeye"``); another preset evaluates someone else's
+checkpoint with its own prompt. Decoding is explicit:
+
+- ``greedy``: deterministic; one answer per image.
+- ``sample``: ``num_samples`` draws per image at ``temperature``; the score is the mean of the parsed draws,
+  ``std`` their population standard deviation and ``uncertainty`` the normalised variance UADO uses
+  (``var / var_max`` with ``var_max = (5 - 1)^2 / 4``). Draws are seeded per image (see
+  :mod:`qhawkeye.scoring.sampling`), so a rerun gives the same draws whatever the batching.
+
+A parse failure is reported (``parsed=False``, ``score=None``, the reason in ``error``), never replaced by
+a number. An unreadable image gives ``status="unreadable"`` and the rest of the batch is still scored.
+The generation settings come from :class:`ScorerConfig` only: the model folder's ``generation_config.json``
+(Qwen2.5-VL-7B-Instruct's sets temperature 0.1, top_k 1 and repetition_penalty 1.05) is not inherited,
+apart from its end-of-sequence and padding token ids.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from PIL import Image
+
+from qhawkeye import SCORE_MAX, SCORE_MIN, prompts
+from qhawkeye.modeling import load_model, load_processor, resolve_model_path
+from qhawkeye.scoring.generation import Generation, GenerationRequest, generate_batch, row_seed
+
+logger = logging.getLogger(__name__)
+
+RUN_INFO = "qhawkeye_run.json"  # written by qhawkeye.train.main into trained folders
+
+
+@dataclass
+class ScorerConfig:
+    """Everything that decides a score. Recorded in every output file."""
+
+    model: str = field(
+        default="tiny",
+        metadata={"help": "model folder (Qwen2.5-VL, a qhawkeye checkpoint, or LoRA adapters), or 'tiny'"},
+    )
+    base_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "base model folder for LoRA adapters (default: the one named in adapter_config.json)"
+        },
+    )
+    prompt_preset: str = field(
+        default="qhawkeye", metadata={"help": f"prompt and parser, one of {sorted(prompts.PRESETS)}"}
+    )
+    mode: Literal["greedy", "sample"] = field(
+        default="greedy", metadata={"help": "greedy (deterministic) or sample (mean of num_samples draws)"}
+    )
+    num_samples: int = field(default=8, metadata={"help": "draws per image in sample mode (k)"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature (sample mode)"})
+    top_p: float = field(
+        default=1.0, metadata={"help": "nucleus sampling threshold, 1.0 = off (sample mode)"}
+    )
+    top_k: int = field(default=0, metadata={"help": "top-k sampling, 0 = off (sample mode)"})
+    max_new_tokens: int = field(default=512, metadata={"help": "generation limit per answer"})
+    batch_size: int = field(
+        default=16, metadata={"help": "sequences per generate call (images x draws in sample mode)"}
+    )
+    seed: int = field(default=0, metadata={"help": "seed of the per-image draws (sample mode)"})
+    device: str | None = field(default=None, metadata={"help": "torch device (default: cuda if available)"})
+    dtype: str = field(default="auto", metadata={"help": "model dtype: auto, bfloat16, float16, float32"})
+    attn_implementation: str | None = field(
+        default=None,
+        metadata={"help": "attention kernel: sdpa, flash_attention_2, eager (default: library's)"},
+    )
+    min_pixels: int | None = field(
+        default=None, metadata={"help": "image min pixels (default: the training run's, else the folder's)"}
+    )
+    max_pixels: int | None = field(
+        default=None, metadata={"help": "image max pixels (default: the training run's, else the folder's)"}
+    )
+
+    def __post_init__(self):
+        if self.mode not in ("greedy", "sample"):
+            raise ValueError(f"mode must be 'greedy' or 'sample', got {self.mode!r}")
+        if self.num_samples < 1 or self.batch_size < 1 or self.max_new_tokens < 1:
+            raise ValueError("num_samples, batch_size and max_new_tokens must be >= 1")
+        if self.mode == "sample" and self.temperature <= 0:
+            raise ValueError("temperature must be > 0 in sample mode; use mode='greedy' for deterministic")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        prompts.get_preset(self.prompt_preset)  # did-you-mean on a typo
+
+    @property
+    def draws(self) -> int:
+        return self.num_samples if self.mode == "sample" else 1
+
+    def decoding(self) -> dict:
+        """The decoding settings as recorded in outputs."""
+        out = {"mode": self.mode, "max_new_tokens": self.max_new_tokens, "prompt_preset": self.prompt_preset}
+        if self.mode == "sample":
+            out.update(k=self.num_samples, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k)
+            out["seed"] = self.seed
+        return out
+
+
+@dataclass
+class Draw:
+    """One generated answer."""
+
+    text: str
+    score: float | None
+    error: str | None
+    clipped: bool = False
+
+
+@dataclass
+class ScoreResult:
+    """The score of one image.
+
+    Attributes:
+        id: the image's id (its path unless given).
+        score: in [1, 5], higher is better; the greedy answer's, or the mean of the parsed draws; None when
+            no answer parsed or the image could not be read.
+        std, uncertainty: spread of the parsed draws (sample mode with >= 2 parsed draws), else None.
+        status: "ok", "parse_failure" or "unreadable".
+        text: the answer (the first draw's in sample mode); "" for an unreadable image.
+        error: why there is no score (parse failure reason or the image error).
+        n_parsed, n_draws: parsed answers out of the draws made.
+        clipped: some parsed value lay outside [1, 5] and was clipped.
+        draws: every draw in sample mode (text, score, error).
+    """
+
+    id: str
+    score: float | None
+    status: str
+    text: str = ""
+    error: str | None = None
+    std: float | None = None
+    uncertainty: float | None = None
+    n_parsed: int = 0
+    n_draws: int = 0
+    clipped: bool = False
+    draws: list[Draw] | None = None
+
+    @property
+    def parsed(self) -> bool:
+        return self.score is not None
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["parsed"] = self.parsed
+        if self.draws is None:
+            out.pop("draws")
+        return out
+
+
+class UnreadableImage(Exception):
+    """An image file that does not exist or does not decode."""
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Open and fully decode an image as RGB; :class:`UnreadableImage` names the file and the reason."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        raise UnreadableImage(f"{path}: {type(err).__name__}: {err}") from err
+
+
+def summarise_draws(key: str, draws: list[Draw], parser_score_range=(SCORE_MIN, SCORE_MAX)) -> ScoreResult:
+    """Combine one image's draws into a :class:`ScoreResult` (mean, population std, UADO uncertainty)."""
+    scores = [d.score for d in draws if d.score is not None]
+    clipped = any(d.clipped for d in draws)
+    if not scores:
+        return ScoreResult(
+            key,
+            None,
+            "parse_failure",
+            draws[0].text,
+            draws[0].error,
+            n_draws=len(draws),
+            clipped=clipped,
+            draws=draws if len(draws) > 1 else None,
+        )
+    mean = sum(scores) / len(scores)
+    std = uncertainty = None
+    if len(draws) > 1 and len(scores) >= 2:
+        var = sum((s - mean) ** 2 for s in scores) / len(scores)
+        lo, hi = parser_score_range
+        std, uncertainty = math.sqrt(var), min(var / ((hi - lo) ** 2 / 4), 1.0)
+    first = draws[0]
+    return ScoreResult(
+        key,
+        mean,
+        "ok",
+        first.text,
+        None if first.score is not None else first.error,
+        std,
+        uncertainty,
+        len(scores),
+        len(draws),
+        clipped,
+        draws if len(draws) > 1 else None,
+    )
+
+
+def _is_adapter_folder(path: Path) -> bool:
+    return (path / "adapter_config.json").is_file() and not (path / "config.json").is_file()
+
+
+class Scorer:
+    """A loaded quality model. Build it with :func:`create_scorer`."""
+
+    score_range = (SCORE_MIN, SCORE_MAX)
+    lower_better = False
+
+    def __init__(self, config: ScorerConfig):
+        self.config = config
+        self.preset = prompts.get_preset(config.prompt_preset)
+        self.device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model_path, self.model, self.processor = self._load(config)
+        self.processor.tokenizer.padding_side = "left"  # generation appends on the right
+        self.generation_config = self._generation_config()
+
+    def _load(self, config: ScorerConfig):
+        """(folder, model, processor); LoRA adapters are merged into their base model."""
+        folder = Path(config.model).expanduser()
+        adapter = folder if _is_adapter_folder(folder) else None
+        if adapter is None:
+            folder = base = resolve_model_path(config.model)
+        else:
+            base = resolve_model_path(config.base_model or self._adapter_base(adapter))
+        has_processor = (folder / "preprocessor_config.json").is_file()
+        processor = load_processor(folder if has_processor else base, *self._pixel_limits(folder))
+        model = load_model(base, dtype=config.dtype, attn_implementation=config.attn_implementation)
+        if adapter is not None:
+            model = self._with_adapter(model, adapter)
+        model.to(self.device).eval()
+        return folder, model, processor
+
+    @staticmethod
+    def _adapter_base(adapter: Path) -> str:
+        base = json.loads((adapter / "adapter_config.json").read_text()).get("base_model_name_or_path")
+        if not base:
+            raise ValueError(f"{adapter}/adapter_config.json names no base model: pass base_model explicitly")
+        return base
+
+    @staticmethod
+    def _with_adapter(model, adapter: Path):
+        try:
+            from peft import PeftModel
+        except ImportError as err:
+            raise ImportError("LoRA adapters need peft: pip install 'qhawkeye[train]'") from err
+        return PeftModel.from_pretrained(model, adapter).merge_and_unload()
+
+    def _pixel_limits(self, folder: Path) -> tuple[int | None, int | None]:
+        """Explicit config first, then the training run's recorded limits, then the folder's own."""
+        recorded: dict = {}
+        info = folder / RUN_INFO
+        if info.is_file():
+            recorded = json.loads(info.read_text()).get("config", {}).get("model", {})
+        return (
+            self.config.min_pixels if self.config.min_pixels is not None else recorded.get("min_pixels"),
+            self.config.max_pixels if self.config.max_pixels is not None else recorded.get("max_pixels"),
+        )
+
+    def _generation_config(self):
+        from transformers import GenerationConfig
+
+        own = self.model.generation_config
+        pad = own.pad_token_id if own.pad_token_id is not None else self.processor.tokenizer.pad_token_id
+        return GenerationConfig(
+            do_sample=False,  # sampling, when asked for, happens in RowSeededSampler
+            max_new_tokens=self.config.max_new_tokens,
+            eos_token_id=own.eos_token_id,
+            pad_token_id=pad,
+            repetition_penalty=1.0,
+        )
+
+    def describe(self) -> dict:
+        """What produced the scores: recorded in output files."""
+        return {
+            "model": str(self.model_path),
+            "prompt_preset": self.preset.name,
+            "decoding": self.config.decoding(),
+            "score_range": list(self.score_range),
+            "lower_better": self.lower_better,
+        }
+
+    def generate(
+        self, requests: Sequence[GenerationRequest], return_logprobs: bool = False
+    ) -> list[Generation]:
+        """Answer chat requests (any messages, any number of images) in one batch; see :mod:`.generation`."""
+        return generate_batch(self.model, self.processor, requests, self.generation_config, return_logprobs)
+
+    def request(self, image: Image.Image, seed: int | None = None) -> GenerationRequest:
+        """The scoring request for one image under this scorer's preset and decoding settings."""
+        cfg = self.config
+        return GenerationRequest(
+            self.preset.messages(), [image], cfg.max_new_tokens, seed, cfg.temperature, cfg.top_p, cfg.top_k
+        )
+
+    def _draws(self, keys: Sequence[str], images: Sequence[Image.Image]) -> list[list[Draw]]:
+        """All draws for a group of images (greedy: one each), chunked into generate calls."""
+        k = self.config.draws
+        rows = [(i, j) for i in range(len(images)) for j in range(k)]
+        greedy = self.config.mode == "greedy"
+        requests = [
+            self.request(images[i], None if greedy else row_seed(self.config.seed, keys[i], j))
+            for i, j in rows
+        ]
+        texts: list[str] = []
+        for start in range(0, len(rows), self.config.batch_size):
+            texts += [g.text for g in self.generate(requests[start : start + self.config.batch_size])]
+        out: list[list[Draw]] = [[] for _ in images]
+        for (i, _), text in zip(rows, texts, strict=True):
+            parsed = self.preset.parser(text)
+            out[i].append(Draw(text, parsed.score, parsed.error, parsed.clipped))
+        return out
+
+    def score_batch(
+        self, images: Sequence[str | Path | Image.Image], ids: Sequence[str] | None = None
+    ) -> list[ScoreResult]:
+        """Score several images (paths or PIL images); results in input order."""
+        keys = (
+            list(ids)
+            if ids is not None
+            else [str(x) if not isinstance(x, Image.Image) else f"image-{n}" for n, x in enumerate(images)]
+        )
+        if len(keys) != len(images):
+            raise ValueError(f"{len(images)} images but {len(keys)} ids")
+        results: list[ScoreResult | None] = [None] * len(images)
+        good: list[int] = []
+        decoded: list[Image.Image] = []
+        for n, item in enumerate(images):
+            try:
+                decoded.append(item.convert("RGB") if isinstance(item, Image.Image) else load_image(item))
+                good.append(n)
+            except UnreadableImage as err:
+                results[n] = ScoreResult(keys[n], None, "unreadable", error=str(err))
+        for n, draws in zip(good, self._draws([keys[n] for n in good], decoded), strict=True):
+            results[n] = summarise_draws(keys[n], draws, self.score_range)
+        return results  # type: ignore[return-value]
+
+    def score(self, image: str | Path | Image.Image, id: str | None = None) -> ScoreResult:  # noqa: A002
+        """Score one image."""
+        return self.score_batch([image], None if id is None else [id])[0]
+
+    def iter_scores(
+        self, items: Iterable[tuple[str, str | Path]], chunk: int | None = None
+    ) -> Iterator[ScoreResult]:
+        """Score ``(id, path)`` pairs lazily, ``chunk`` images at a time (default: one generate call's worth)."""
+        chunk = chunk or max(1, self.config.batch_size // self.config.draws)
+        pending: list[tuple[str, str | Path]] = []
+        for item in items:
+            pending.append(item)
+            if len(pending) == chunk:
+                yield from self.score_batch([p for _, p in pending], [i for i, _ in pending])
+                pending = []
+        if pending:
+            yield from self.score_batch([p for _, p in pending], [i for i, _ in pending])
+
+
+def create_scorer(model: str = "tiny", **kwargs) -> Scorer:
+    """Load a model once for scoring; ``kwargs`` are :class:`ScorerConfig` fields."""
+    return Scorer(ScorerConfig(model=model, **kwargs))
