@@ -64,3 +64,20 @@ def test_completion_text_accepts_trl_shapes():
         )
         == "ab"
     )
+
+
+def test_prompt_presets_have_their_own_parsers():
+    from qhawkeye import prompts
+
+    assert prompts.build_messages(with_image=True) == prompts.get_preset("qhawkeye").messages()
+    release = prompts.get_preset("q-hawkeye-release")
+    assert release.parser("<think>x</think><answer>\nfinal_score: 3.5\n</answer>").score == 3.5
+    assert release.parser("<answer>3.5 or 4</answer>").error
+    insight = prompts.get_preset("q-insight")
+    assert insight.parser('<think>x</think><answer>{"rating": 4.25}</answer>').score == 4.25
+    assert insight.parser("<answer>4.25</answer>").error  # Q-Insight answers in JSON
+    assert insight.parser('<answer>{"rating": 7}</answer>').clipped
+    messages = insight.messages()
+    assert messages[1]["content"][0]["type"] == "text"  # the question comes before the image there
+    with pytest.raises(ValueError, match="did you mean 'q-insight'"):
+        prompts.get_preset("q-insigt")

@@ -78,8 +78,9 @@ def run(
     return summary
 
 
-def write_summary(summary: dict, stream=sys.stderr) -> None:
-    """The human-readable end-of-run lines."""
+def write_summary(summary: dict, stream=None) -> None:
+    """The human-readable end-of-run lines (to stderr by default)."""
+    stream = stream or sys.stderr
     stream.write(
         f"{summary['images']} images: {summary['already_done']} already done, {summary['scored_now']} scored now "
         f"({summary['ok']} ok, {summary['parse_failures']} parse failures, {summary['unreadable']} unreadable) "
