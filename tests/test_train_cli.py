@@ -64,3 +64,49 @@ def test_train_logs_checkpoints_and_resumes(tiny_model_dir, paired_dataset_dir, 
     assert resumed["global_step"] == 3
     step3 = [h for h in resumed["log_history"] if "loss" in h][-1]
     assert step3["qhawkeye/gamma_t"] == pytest.approx(gamma_schedule(state["epoch"], 1e-4, 1.0))
+
+
+@pytest.mark.slow
+def test_quality_eval_callback_logs_correlations_and_the_result_scores(
+    format_model_dir, paired_dataset_dir, tmp_path
+):
+    from qhawkeye.scoring import create_scorer
+
+    out = tmp_path / "run"
+    extra = [
+        f"model_name_or_path={format_model_dir}",
+        f"eval_dataset_path={paired_dataset_dir}",
+        "quality_eval_steps=1",
+        "quality_eval_mode=sample",
+        "quality_eval_num_samples=2",
+        "quality_eval_max_new_tokens=24",
+        "quality_eval_max_samples=8",
+    ]
+    assert main(_args(out, paired_dataset_dir, 2) + [a for s in extra for a in ("--set", s)]) == 0
+    history = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())["log_history"]
+    evals = [h for h in history if "quality_eval/srcc" in h]
+    assert [h["step"] for h in evals] == [1, 2]
+    for h in evals:
+        assert h["quality_eval/n"] == pytest.approx(8 * (1 - h["quality_eval/parse_failure_rate"]))
+        assert h["quality_eval/n"] >= 3 and -1 <= h["quality_eval/srcc"] <= 1  # from 8 held-out images
+    # the trained folder is a scorer model as it is
+    result = create_scorer(str(out), mode="sample", num_samples=2, max_new_tokens=24).score(
+        str(next(paired_dataset_dir.rglob("*.arrow")).parent / "missing.png")
+    )
+    assert result.status == "unreadable"
+
+
+def test_quality_eval_metrics_match_scipy():
+    from scipy import stats
+
+    from qhawkeye.evaluate.callback import HeldOutItem, QualityEvalCallback
+    from qhawkeye.scoring import ScorerConfig
+
+    items = [HeldOutItem(str(n), "x.png", label) for n, label in enumerate([1.0, 2.0, 3.5, 4.0, 5.0])]
+    callback = QualityEvalCallback(items, 1, ScorerConfig())
+    scores = {"0": 1.5, "1": 2.5, "2": None, "3": 3.0, "4": 4.5}
+    m = callback.metrics(scores)
+    assert m["quality_eval/n"] == 4 and m["quality_eval/parse_failure_rate"] == pytest.approx(0.2)
+    pred, gt = [1.5, 2.5, 3.0, 4.5], [1.0, 2.0, 4.0, 5.0]
+    assert m["quality_eval/srcc"] == pytest.approx(stats.spearmanr(pred, gt)[0])
+    assert m["quality_eval/plcc"] == pytest.approx(stats.pearsonr(pred, gt)[0])

@@ -95,7 +95,7 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[st
         if typing.get_origin(kind) in (typing.Union, types.UnionType):  # X | None -> X
             kind = next(a for a in typing.get_args(kind) if a is not type(None))
         choices = list(typing.get_args(kind)) if typing.get_origin(kind) is typing.Literal else None
-        flag, text = f"--{f.name.replace('_', '-')}", f.metadata.get("help", "")
+        flag, text = f"--{f.name.replace('_', '-')}", f.metadata.get("help", "").replace("%", "%%")
         if "default" not in text:
             text += f" (default: {f.default})"
         if kind is bool:
@@ -124,6 +124,21 @@ def _cmd_score(args) -> int:
         args.paths, config, out=args.out, fmt=args.format, limit=args.limit, progress=not args.quiet
     )
     write_summary(summary)
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from qhawkeye.evaluate.run import EvaluateConfig, evaluate
+    from qhawkeye.scoring.scorer import ScorerConfig
+
+    results = evaluate(
+        dataclass_from_args(ScorerConfig, args), dataclass_from_args(EvaluateConfig, args), not args.quiet
+    )
+    if results is not None:  # process 0
+        from qhawkeye.evaluate.report import render_markdown
+
+        print(render_markdown(results))
+        print(f"results: {args.out}/results.json, {args.out}/results.md, plots in {args.out}/plots/")
     return 0
 
 
@@ -177,6 +192,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_dataclass_arguments(p, ScorerConfig)
     p.set_defaults(func=_cmd_score)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="SRCC/PLCC/KRCC/RMSE with bootstrap intervals on IQA benchmarks (resumable, data-parallel)",
+        description="Score each benchmark (cards: built-in names or YAML files), then write results.json, "
+        "results.md and scatter plots. Launch with torchrun/accelerate to shard the scoring over processes.",
+    )
+    from qhawkeye.evaluate.run import EvaluateConfig
+
+    p.add_argument("--benchmarks", nargs="+", default=["koniq"], help="built-in card names or YAML cards")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    add_dataclass_arguments(p, EvaluateConfig, skip=("benchmarks",))
+    add_dataclass_arguments(p, ScorerConfig)
+    p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("demo", help="a short GRPO run with UADO and PAO on the embedded default")
     p.add_argument("--out", default="runs/demo", help="output folder (reused and resumed on a rerun)")

@@ -118,7 +118,14 @@ def generate_batch(
         for r in requests
     ]
     images = [img for r in requests for img in r.images]
-    batch = processor(text=texts, images=images or None, padding=True, return_tensors="pt").to(model.device)
+    tokenizer = processor.tokenizer
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"  # generation appends on the right
+    try:
+        batch = processor(text=texts, images=images or None, padding=True, return_tensors="pt").to(
+            model.device
+        )
+    finally:
+        tokenizer.padding_side = side
     config = copy.deepcopy(generation_config)
     config.max_new_tokens = max(r.max_new_tokens for r in requests)
     config.return_dict_in_generate, config.output_logits = True, return_logprobs

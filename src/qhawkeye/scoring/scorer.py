@@ -232,8 +232,17 @@ class Scorer:
         self.preset = prompts.get_preset(config.prompt_preset)
         self.device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model_path, self.model, self.processor = self._load(config)
-        self.processor.tokenizer.padding_side = "left"  # generation appends on the right
         self.generation_config = self._generation_config()
+
+    @classmethod
+    def from_loaded(cls, model, processor, config: ScorerConfig, name: str = "(in memory)") -> Scorer:
+        """A scorer over a model already in memory (the training callback); the caller owns train/eval mode."""
+        scorer = cls.__new__(cls)
+        scorer.config, scorer.preset = config, prompts.get_preset(config.prompt_preset)
+        scorer.model, scorer.processor, scorer.model_path = model, processor, name
+        scorer.device = next(model.parameters()).device
+        scorer.generation_config = scorer._generation_config()
+        return scorer
 
     def _load(self, config: ScorerConfig):
         """(folder, model, processor); LoRA adapters are merged into their base model."""

@@ -204,6 +204,35 @@ class QHawkeyeConfig(GRPOConfig):
         },
     )
 
+    quality_eval_steps: int = field(
+        default=0,
+        metadata={
+            "help": "Every N optimizer steps, score a held-out set and log SRCC/PLCC as quality_eval/* (0 = off). "
+            "The set is quality_eval_benchmark if given, else eval_dataset_path."
+        },
+    )
+    quality_eval_benchmark: str | None = field(
+        default=None, metadata={"help": "Benchmark card name or YAML card for the quality evaluation."}
+    )
+    quality_eval_data_root: str | None = field(
+        default=None, metadata={"help": "Folder the benchmark card's paths are relative to."}
+    )
+    quality_eval_max_samples: int = field(
+        default=200, metadata={"help": "Score at most this many held-out images (the first N)."}
+    )
+    quality_eval_mode: str = field(
+        default="greedy", metadata={"help": "Decoding for the quality evaluation: greedy or sample."}
+    )
+    quality_eval_num_samples: int = field(
+        default=4, metadata={"help": "Draws per image when quality_eval_mode is sample (mean is the score)."}
+    )
+    quality_eval_max_new_tokens: int = field(
+        default=512, metadata={"help": "Generation limit per answer in the quality evaluation."}
+    )
+    quality_eval_batch_size: int = field(
+        default=16, metadata={"help": "Sequences per generate call in the quality evaluation."}
+    )
+
     def __post_init__(self):
         super().__post_init__()
         self._validate_qhawkeye()
@@ -239,6 +268,12 @@ class QHawkeyeConfig(GRPOConfig):
                 "been validated on TRL's vLLM path, and the release's vLLM trainer silently drops both. "
                 "Set use_vllm: false (generation then uses model.generate)."
             )
+        if self.quality_eval_steps < 0 or self.quality_eval_max_samples < 3:
+            raise ValueError(
+                "quality_eval_steps must be >= 0 and quality_eval_max_samples >= 3 (correlations)"
+            )
+        if self.quality_eval_mode not in ("greedy", "sample"):
+            raise ValueError(f"quality_eval_mode must be greedy or sample, got {self.quality_eval_mode!r}")
         if self.entropy_coef != 0:
             raise ValueError(
                 "entropy_coef is TRL's entropy *bonus*; Q-Hawkeye's double entropy regularisation is pao_eta1/"

@@ -19,6 +19,8 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from qhawkeye import provenance
 from qhawkeye.data.training_set import load_training_dataset
+from qhawkeye.evaluate.callback import QualityEvalCallback, held_out_items
+from qhawkeye.evaluate.callback import scorer_config as quality_scorer_config
 from qhawkeye.modeling import load_model, load_processor, resolve_model_path
 from qhawkeye.rewards import get_reward_funcs
 from qhawkeye.train.config import DataArguments, ModelArguments, QHawkeyeConfig, parse_config
@@ -131,6 +133,10 @@ def train(model_args: ModelArguments, data_args: DataArguments, config: QHawkeye
         peft_config=peft_config(model_args),
         callbacks=[RunInfoCallback(run_info(model_args, data_args, config, train_dataset))],
     )
+    if config.quality_eval_steps:
+        items = held_out_items(config, data_args, config.quality_eval_max_samples)
+        callback = QualityEvalCallback(items, config.quality_eval_steps, quality_scorer_config(config))
+        trainer.add_callback(callback.bind(trainer))
     trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(config.output_dir)
     if trainer.is_world_process_zero():
