@@ -116,8 +116,8 @@ def dataclass_from_args(cls, args, **extra):
 
 
 def _cmd_score(args) -> int:
+    from qhawkeye.scoring.config import ScorerConfig
     from qhawkeye.scoring.main import run, write_summary
-    from qhawkeye.scoring.scorer import ScorerConfig
 
     config = dataclass_from_args(ScorerConfig, args)
     summary = run(
@@ -128,8 +128,9 @@ def _cmd_score(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    from qhawkeye.evaluate.run import EvaluateConfig, evaluate
-    from qhawkeye.scoring.scorer import ScorerConfig
+    from qhawkeye.evaluate.config import EvaluateConfig
+    from qhawkeye.evaluate.run import evaluate
+    from qhawkeye.scoring.config import ScorerConfig
 
     results = evaluate(
         dataclass_from_args(ScorerConfig, args), dataclass_from_args(EvaluateConfig, args), not args.quiet
@@ -188,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["jsonl", "csv"], default=None, help="default: from --out's suffix")
     p.add_argument("--limit", type=int, default=None, help="score only the first N images (smoke run)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
-    from qhawkeye.scoring.scorer import ScorerConfig
+    from qhawkeye.scoring.config import ScorerConfig
 
     add_dataclass_arguments(p, ScorerConfig)
     p.set_defaults(func=_cmd_score)
@@ -199,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Score each benchmark (cards: built-in names or YAML files), then write results.json, "
         "results.md and scatter plots. Launch with torchrun/accelerate to shard the scoring over processes.",
     )
-    from qhawkeye.evaluate.run import EvaluateConfig
+    from qhawkeye.evaluate.config import EvaluateConfig
 
     p.add_argument("--benchmarks", nargs="+", default=["koniq"], help="built-in card names or YAML cards")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")

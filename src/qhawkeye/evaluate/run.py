@@ -16,7 +16,7 @@ import json
 import logging
 import os
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ import numpy as np
 from qhawkeye import provenance
 from qhawkeye.evaluate import report
 from qhawkeye.evaluate.benchmarks import BenchmarkCard, BenchmarkItem, load_items, resolve_card
+from qhawkeye.evaluate.config import EvaluateConfig
 from qhawkeye.evaluate.metrics import bootstrap_intervals, compute_metrics
 from qhawkeye.scoring.io import InputItem, ResultFile
 from qhawkeye.scoring.main import score_items
@@ -31,33 +32,6 @@ from qhawkeye.scoring.scorer import Scorer, ScorerConfig
 
 logger = logging.getLogger(__name__)
 AVERAGED = ("srcc", "krcc", "plcc", "plcc_logistic", "rmse_logistic")
-
-
-@dataclass
-class EvaluateConfig:
-    """What to evaluate and where to write it (the model and decoding are a :class:`ScorerConfig`)."""
-
-    benchmarks: list[str] = field(
-        default_factory=lambda: ["koniq"],
-        metadata={"help": "built-in card names (koniq, spaq, ...) or paths to YAML cards"},
-    )
-    data_root: str | None = field(
-        default=None,
-        metadata={"help": "folder holding the benchmark data that the cards' paths are relative to"},
-    )
-    out: str = field(default="runs/eval", metadata={"help": "output folder (reused and resumed on a rerun)"})
-    limit: int | None = field(
-        default=None, metadata={"help": "only the first N rows of each benchmark (smoke)"}
-    )
-    bootstrap: int = field(default=1000, metadata={"help": "bootstrap resamples for the 95% intervals"})
-    bootstrap_seed: int = field(default=0, metadata={"help": "seed of the bootstrap resampling"})
-    plots: bool = field(default=True, metadata={"help": "write a scatter plot per benchmark"})
-
-    def __post_init__(self):
-        if not self.benchmarks:
-            raise ValueError("give at least one benchmark (a built-in card name or a YAML card)")
-        if self.bootstrap < 0:
-            raise ValueError("bootstrap must be >= 0 (0 turns the intervals off)")
 
 
 def dist_info() -> tuple[int, int, int]:
