@@ -76,6 +76,8 @@ def test_sampling_is_seeded(format_model_dir, sampler):
     first = [r.to_dict() for r in sampler.score_batch(images, ids=["a", "b", "c"])]
     again = [r.to_dict() for r in sampler.score_batch(images, ids=["a", "b", "c"])]
     assert first == again
+    twins = sampler.score_batch([images[0], images[0].copy()], ids=["x", "y"])  # same pixels, other names
+    assert [d.text for d in twins[0].draws] == [d.text for d in twins[1].draws]
     other = create_scorer(str(format_model_dir), mode="sample", num_samples=4, max_new_tokens=24, seed=1)
     texts = [d["text"] for r in first for d in r["draws"]]
     assert texts != [

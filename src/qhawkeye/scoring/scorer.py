@@ -14,8 +14,9 @@ checkpoint with its own prompt. Decoding is explicit:
 - ``greedy``: deterministic; one answer per image.
 - ``sample``: ``num_samples`` draws per image at ``temperature``; the score is the mean of the parsed draws,
   ``std`` their population standard deviation and ``uncertainty`` the normalised variance UADO uses
-  (``var / var_max`` with ``var_max = (5 - 1)^2 / 4``). Draws are seeded per image (see
-  :mod:`qhawkeye.scoring.sampling`), so a rerun gives the same draws whatever the batching.
+  (``var / var_max`` with ``var_max = (5 - 1)^2 / 4``). Draws are seeded by the run seed and a hash
+  of the image's pixels (see :mod:`qhawkeye.scoring.generation`), so the same image gets the same draws under
+  any name, in any batch, in any call (up to float noise in the logits from a different batch shape).
 
 A parse failure is reported (``parsed=False``, ``score=None``, the reason in ``error``), never replaced by
 a number. An unreadable image gives ``status="unreadable"`` and the rest of the batch is still scored.
@@ -27,6 +28,7 @@ apart from its end-of-sequence and padding token ids.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -86,6 +88,11 @@ class ScoreResult:
     clipped: bool = False
     draws: list[Draw] | None = None
 
+    @classmethod
+    def unreadable(cls, id: str, error: str) -> ScoreResult:  # noqa: A002
+        """The result for an image that could not be read (no score, the reason in ``error``)."""
+        return cls(id, None, "unreadable", error=error)
+
     @property
     def parsed(self) -> bool:
         return self.score is not None
@@ -108,8 +115,15 @@ def load_image(path: str | Path) -> Image.Image:
         with Image.open(path) as img:
             img.load()
             return img.convert("RGB")
-    except (OSError, ValueError, Image.DecompressionBombError) as err:
+    except Exception as err:  # noqa: BLE001 - hostile files raise SyntaxError, struct.error, ... from PIL plugins
         raise UnreadableImage(f"{path}: {type(err).__name__}: {err}") from err
+
+
+def content_key(image: Image.Image) -> str:
+    """A hash of the decoded pixels: sampled draws are seeded by what the image is, not by its name."""
+    digest = hashlib.sha256(f"{image.mode}{image.size}".encode())
+    digest.update(image.tobytes())
+    return digest.hexdigest()[:32]
 
 
 def summarise_draws(key: str, draws: list[Draw], parser_score_range=(SCORE_MIN, SCORE_MAX)) -> ScoreResult:
@@ -291,8 +305,8 @@ class Scorer:
                 decoded.append(item.convert("RGB") if isinstance(item, Image.Image) else load_image(item))
                 good.append(n)
             except UnreadableImage as err:
-                results[n] = ScoreResult(keys[n], None, "unreadable", error=str(err))
-        for n, draws in zip(good, self._draws([keys[n] for n in good], decoded), strict=True):
+                results[n] = ScoreResult.unreadable(keys[n], str(err))
+        for n, draws in zip(good, self._draws([content_key(im) for im in decoded], decoded), strict=True):
             results[n] = summarise_draws(keys[n], draws, self.score_range)
         return results  # type: ignore[return-value]
 
