@@ -30,6 +30,7 @@ lint: setup
 
 bench: setup
 	$(BIN)/python benchmarks/train_step.py
+	$(BIN)/python benchmarks/scoring.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

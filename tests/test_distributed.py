@@ -24,6 +24,12 @@ def test_two_process_torchrun(format_model_dir, paired_dataset_dir, tmp_path, qh
         "max_completion_length=32",
         "model_name_or_path=tiny-format",  # writes parseable answers, so UADO sees real score spreads
         "ddp_find_unused_parameters=false",
+        f"eval_dataset_path={paired_dataset_dir}",  # validation correlation, each rank scoring half the images
+        "quality_eval_steps=2",
+        "quality_eval_mode=sample",
+        "quality_eval_num_samples=2",
+        "quality_eval_max_new_tokens=24",
+        "quality_eval_max_samples=8",
     ]
     cmd = [
         sys.executable,
@@ -48,3 +54,7 @@ def test_two_process_torchrun(format_model_dir, paired_dataset_dir, tmp_path, qh
     assert any(h["qhawkeye/parse_failure_rate"] < 1 for h in logs)
     assert all(0.8187 <= h["qhawkeye/uado_weight"] <= 1.0 for h in logs)
     assert (out / "model.safetensors").is_file()
+    evals = [h for h in state["log_history"] if "quality_eval/n" in h]
+    assert len(evals) == 1 and evals[0]["step"] == 2
+    # predictions gathered from both ranks: n counts parsed answers over all 8 held-out images
+    assert evals[0]["quality_eval/n"] == pytest.approx(8 * (1 - evals[0]["quality_eval/parse_failure_rate"]))

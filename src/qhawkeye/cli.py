@@ -143,6 +143,13 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def _cmd_serve(args) -> int:
+    from qhawkeye.serve.main import config_from_args, main
+
+    main(config_from_args(args))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qhawkeye", description="Q-Hawkeye image quality assessment toolkit"
@@ -207,6 +214,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataclass_arguments(p, EvaluateConfig, skip=("benchmarks",))
     add_dataclass_arguments(p, ScorerConfig)
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser(
+        "serve",
+        help="serve a model over HTTP: OpenAI-compatible chat completions, /v1/score, /v1/models, /health",
+        description="One loaded model, many clients: queued requests are batched by one worker thread. Binds "
+        "127.0.0.1 by default; set --api-key (or QHAWKEYE_API_KEY) before binding anywhere else.",
+    )
+    from qhawkeye.serve.main import add_arguments
+
+    add_arguments(p)
+    p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("demo", help="a short GRPO run with UADO and PAO on the embedded default")
     p.add_argument("--out", default="runs/demo", help="output folder (reused and resumed on a rerun)")

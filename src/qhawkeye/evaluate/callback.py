@@ -3,8 +3,9 @@
 The reward says whether the model writes parseable answers near its labels; whether training works is
 answered by the correlation with human scores on images it never trained on. :class:`QualityEvalCallback`
 scores a held-out set with the model being trained (same prompt and parser as :mod:`qhawkeye.scoring`) every
-``quality_eval_steps`` optimizer steps and logs ``quality_eval/{srcc,plcc,krcc,n,parse_failure_rate}``
-through ``trainer.log``, so the numbers land in the trainer's log history, TensorBoard or W&B. Under data
+``quality_eval_steps`` optimizer steps and logs ``quality_eval/{srcc,plcc,krcc,n,parse_failure_rate}`` in
+the same log row as that step's reward (or the next logged step's, when ``logging_steps`` does not divide
+``quality_eval_steps``), so the numbers land in the trainer's log history, TensorBoard or W&B. Under data
 parallelism each process scores every ``world_size``-th image and the predictions are gathered.
 """
 
@@ -75,8 +76,12 @@ class QualityEvalCallback(TrainerCallback):
         return self
 
     def on_step_end(self, args, state, control, **kwargs):
+        # Into the trainer's metric buffer, not trainer.log(): the values then land in the same log row as the
+        # step's reward (GRPOTrainer.log averages and clears that buffer), and an extra log() call here would
+        # consume the step's metrics and stop the Trainer's own "loss" log for this step.
         if self.every and state.global_step % self.every == 0:
-            self.trainer.log(self.evaluate())
+            for key, value in self.evaluate().items():
+                self.trainer._metrics["train"][key].append(value)
 
     def evaluate(self) -> dict[str, float]:
         """Score this process's share, gather, and return the metrics (the same on every process)."""
