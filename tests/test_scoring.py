@@ -135,6 +135,12 @@ def test_corrupt_image_is_reported_and_the_rest_scored(format_model_dir, image_f
     broken = next(r for r in rows if r["id"] == "broken.jpg")
     assert broken["status"] == "unreadable" and broken["score"] is None and "broken.jpg" in broken["error"]
     assert all(r["score"] is None or 1 <= r["score"] <= 5 for r in rows)
+    in_python = create_scorer(str(format_model_dir), max_new_tokens=24, batch_size=4).score_folder(
+        image_folder
+    )
+    assert [r.to_dict() for r in in_python] == [
+        {k: v for k, v in r.items() if k != "path"} for r in sorted(rows, key=lambda r: r["id"])
+    ]
 
 
 def test_score_file_resumes_and_refuses_other_settings(format_model_dir, image_folder, tmp_path):

@@ -6,6 +6,7 @@ In the spirit of pyiqa's ``create_metric``::
     scorer = create_scorer("tiny")                      # or a Qwen2.5-VL folder, a checkpoint, LoRA adapters
     result = scorer.score("photo.jpg")                  # ScoreResult: score in [1, 5], higher is better
     results = scorer.score_batch(["a.jpg", "b.png"])
+    results = scorer.score_folder("photos/")
 
 Scores lie in ``scorer.score_range`` = (1, 5) and ``scorer.lower_better`` is False. The prompt and the
 parser are the ones training uses (``prompt_preset="qhawkeye"``); another preset evaluates someone else's
@@ -313,6 +314,13 @@ class Scorer:
     def score(self, image: str | Path | Image.Image, id: str | None = None) -> ScoreResult:  # noqa: A002
         """Score one image."""
         return self.score_batch([image], None if id is None else [id])[0]
+
+    def score_folder(self, folder: str | Path) -> list[ScoreResult]:
+        """Score every image under ``folder`` (recursive, sorted); ids are paths relative to it."""
+        from qhawkeye.scoring.io import collect_inputs
+
+        items = collect_inputs([folder])
+        return list(self.iter_scores((item.id, item.path) for item in items))
 
     def iter_scores(
         self, items: Iterable[tuple[str, str | Path]], chunk: int | None = None
