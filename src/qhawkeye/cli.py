@@ -81,8 +81,14 @@ def _cmd_demo(args) -> int:
     return 0
 
 
-def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
-    """One ``--flag`` per dataclass field (``snake_case`` -> ``--kebab-case``), help text from the field."""
+def add_dataclass_arguments(
+    parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = (), defaults: dict | None = None
+) -> None:
+    """One ``--flag`` per dataclass field (``snake_case`` -> ``--kebab-case``), help text from the field.
+
+    ``X | None`` becomes ``X``; ``Literal`` becomes choices; ``list[X]`` takes one or more values and
+    ``tuple[X, X]`` exactly two; ``bool`` gets ``--flag/--no-flag``.
+    """
     import dataclasses
     import types
     import typing
@@ -94,18 +100,22 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[st
         kind = hints[f.name]
         if typing.get_origin(kind) in (typing.Union, types.UnionType):  # X | None -> X
             kind = next(a for a in typing.get_args(kind) if a is not type(None))
-        choices = list(typing.get_args(kind)) if typing.get_origin(kind) is typing.Literal else None
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        default = (defaults or {}).get(f.name, default)
         flag, text = f"--{f.name.replace('_', '-')}", f.metadata.get("help", "").replace("%", "%%")
         if "default" not in text:
-            text += f" (default: {f.default})"
+            text += f" (default: {default})"
+        options: dict = {"dest": f.name, "default": default, "help": text}
+        origin, args = typing.get_origin(kind), typing.get_args(kind)
         if kind is bool:
-            action = argparse.BooleanOptionalAction
-            parser.add_argument(flag, dest=f.name, action=action, default=f.default, help=text)
+            options["action"] = argparse.BooleanOptionalAction
+        elif origin is typing.Literal:
+            options.update(type=str, choices=list(args))
+        elif origin in (list, tuple):
+            options.update(type=args[0], nargs="+" if origin is list else len(args))
         else:
-            convert = str if choices else kind
-            parser.add_argument(
-                flag, dest=f.name, type=convert, choices=choices, default=f.default, help=text
-            )
+            options["type"] = kind
+        parser.add_argument(flag, **options)
 
 
 def dataclass_from_args(cls, args, **extra):
@@ -148,6 +158,84 @@ def _cmd_serve(args) -> int:
 
     main(config_from_args(args))
     return 0
+
+
+def _print_summary(summary: dict) -> None:
+    import json
+
+    print(json.dumps(summary, indent=2))
+
+
+def _cmd_data_ingest(args) -> int:
+    from qhawkeye.data.ingest import IngestConfig, run_ingest
+
+    config = dataclass_from_args(IngestConfig, args)
+    _print_summary(run_ingest(config, args.out, progress=not args.quiet, dry_run=args.dry_run))
+    return 0
+
+
+def _cmd_data_degrade(args) -> int:
+    from qhawkeye.data.pairs import DegradeConfig, run_degrade, run_redegrade
+
+    config = dataclass_from_args(DegradeConfig, args)
+    if args.data_command == "degrade":
+        summary = run_degrade(args.input, args.out, config, progress=not args.quiet, dry_run=args.dry_run)
+    else:
+        summary = run_redegrade(args.input, args.out, config, args.unreviewed, not args.quiet, args.dry_run)
+    _print_summary(summary)
+    return 0
+
+
+def _cmd_data_build(args) -> int:
+    from qhawkeye.data.build import run_build
+
+    _print_summary(run_build(args.inputs, args.out, args.unreviewed, dry_run=args.dry_run))
+    return 0
+
+
+def _add_data_parser(sub) -> None:
+    """`qhawkeye data <stage>`: each stage reads the previous stage's folder and writes a new one."""
+    from dataclasses import asdict
+
+    from qhawkeye.data.ingest import IngestConfig
+    from qhawkeye.data.pairs import DegradeConfig, second_pass_config
+
+    data = sub.add_parser("data", help="the data pipeline: ingest, degrade, filter, review, redegrade, build")
+    stages = data.add_subparsers(dest="data_command", required=True)
+
+    def stage(name: str, help_text: str, func):
+        p = stages.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--dry-run", action="store_true", help="show what would be done; write nothing")
+        p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+        p.set_defaults(func=func)
+        return p
+
+    p = stage("ingest", "validate a label file (through a benchmark card) and write the first manifest",
+              _cmd_data_ingest)  # fmt: skip
+    p.add_argument("--out", required=True, help="new stage folder")
+    add_dataclass_arguments(p, IngestConfig)
+
+    p = stage(
+        "degrade", "one seeded degradation per original, same size, written as new files", _cmd_data_degrade
+    )
+    p.add_argument("input", help="ingest stage folder")
+    p.add_argument("--out", required=True, help="new stage folder (images/ and manifest.jsonl)")
+    add_dataclass_arguments(p, DegradeConfig)
+
+    p = stage("redegrade", "a second, different, stronger degradation for pairs confirmed imperceptible",
+              _cmd_data_degrade)  # fmt: skip
+    p.add_argument("input", help="review (or filter) stage folder")
+    p.add_argument("--out", required=True, help="new stage folder")
+    p.add_argument("--unreviewed", choices=["keep", "drop"], required=True,
+                   help="flagged pairs nobody reviewed: keep = trust the filter and redegrade them, drop = leave them")  # fmt: skip
+    second = {k: v for k, v in asdict(second_pass_config()).items() if k != "workers"}
+    add_dataclass_arguments(p, DegradeConfig, defaults=second)  # SPEC's stronger second-pass settings
+
+    p = stage("build", "a Hugging Face dataset (save_to_disk) ready for qhawkeye train", _cmd_data_build)
+    p.add_argument("inputs", nargs="+", help="stage folders (one per source) to build into one set")
+    p.add_argument("--out", required=True, help="new dataset folder")
+    p.add_argument("--unreviewed", choices=["keep", "drop"], required=True,
+                   help="flagged pairs nobody reviewed (or tied, or undecided): keep or drop them")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -225,6 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(p)
     p.set_defaults(func=_cmd_serve)
+
+    _add_data_parser(sub)
 
     p = sub.add_parser("demo", help="a short GRPO run with UADO and PAO on the embedded default")
     p.add_argument("--out", default="runs/demo", help="output folder (reused and resumed on a rerun)")

@@ -112,3 +112,23 @@ def write_records(
         info["input"] = {"manifest": str(src.resolve()), "sha256": file_sha256(src)}
     write_json_atomic(out / STAGE, info)
     return out / MANIFEST
+
+
+def begin_stage(out: str | Path, stage: str, params: dict) -> Path:
+    """Prepare ``out`` and record the stage's parameters before any file is written.
+
+    A rerun into the same folder resumes only with the same parameters; other parameters are refused, so
+    files made under two settings never mix.
+    """
+    out = prepare_stage_dir(out, stage)
+    info = out / STAGE
+    if info.is_file():
+        previous = json.loads(info.read_text()).get("params")
+        if previous != json.loads(json.dumps(params)):
+            raise FileExistsError(
+                f"{out} was started with other {stage} parameters ({previous}); use a new folder, or the same "
+                "parameters to resume"
+            )
+        return out
+    write_json_atomic(info, {"stage": stage, "params": params, "status": "running"})
+    return out

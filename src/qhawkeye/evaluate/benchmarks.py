@@ -294,6 +294,23 @@ def load_items(card: BenchmarkCard, data_root: str | Path | None = None) -> list
     return items
 
 
+def checked_rows(
+    card: BenchmarkCard, data_root: str | Path | None = None
+) -> Iterator[tuple[str, BenchmarkItem | ValueError]]:
+    """``(where, item or the row's error)`` for every row, so a caller can report every bad row at once.
+
+    File-level problems (missing file, not JSON, missing CSV column) still raise immediately.
+    """
+    card = card.resolved(data_root)
+    if not card.label_file.is_file():
+        raise FileNotFoundError(f"label file {card.label_file} not found; check --data-root or the card")
+    for where, row in _READERS[card.format](card):
+        try:
+            yield where, _item(card, where, row)
+        except ValueError as err:
+            yield where, err
+
+
 def _item(card: BenchmarkCard, where: str, row: dict) -> BenchmarkItem:
     image_text = _image_text(card, where, row)
     ident = (
