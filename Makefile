@@ -31,6 +31,7 @@ lint: setup
 bench: setup
 	$(BIN)/python benchmarks/train_step.py
 	$(BIN)/python benchmarks/scoring.py
+	$(BIN)/python benchmarks/degrade.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
