@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml constraints-cpu.txt
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, pinned: an unpinned torch would pull the newest CUDA build (gigabytes)
 	$(BIN)/pip install -q -c constraints-cpu.txt torch
-	$(BIN)/pip install -q -c constraints-cpu.txt -e '.[train,serve,dev]'
+	$(BIN)/pip install -q -c constraints-cpu.txt -e '.[train,serve,review,dev]'
 	touch $@
 
 demo: setup

@@ -186,6 +186,19 @@ def _cmd_data_degrade(args) -> int:
     return 0
 
 
+def _cmd_data_filter(args) -> int:
+    from qhawkeye.data.vlm_filter import run_from_args
+
+    _print_summary(run_from_args(args))
+    return 0
+
+
+def _cmd_data_review(args) -> int:
+    from qhawkeye.review.main import run_from_args
+
+    return run_from_args(args)
+
+
 def _cmd_data_build(args) -> int:
     from qhawkeye.data.build import run_build
 
@@ -221,6 +234,24 @@ def _add_data_parser(sub) -> None:
     p.add_argument("input", help="ingest stage folder")
     p.add_argument("--out", required=True, help="new stage folder (images/ and manifest.jsonl)")
     add_dataclass_arguments(p, DegradeConfig)
+
+    from qhawkeye.data.vlm_filter import add_arguments as add_filter_arguments
+
+    p = stage("filter", "flag pairs whose difference looks imperceptible: a score gap or a VLM's yes/no",
+              _cmd_data_filter)  # fmt: skip
+    add_filter_arguments(p)
+
+    p = stages.add_parser(
+        "review",
+        help="review the pairs the filter flagged, side by side in a local web page",
+        description="Serves a page (default http://127.0.0.1:8765) asking each reviewer 'can you see a "
+        "difference?' per flagged pair. Decisions go to REVIEW_DIR/review.sqlite as they are made; "
+        "REVIEW_DIR/manifest.jsonl is exported at start, at stop and with --export-only.",
+    )
+    from qhawkeye.review.main import add_arguments as add_review_arguments
+
+    add_review_arguments(p)
+    p.set_defaults(func=_cmd_data_review)
 
     p = stage("redegrade", "a second, different, stronger degradation for pairs confirmed imperceptible",
               _cmd_data_degrade)  # fmt: skip
