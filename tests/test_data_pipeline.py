@@ -98,7 +98,7 @@ def test_degrade_is_seeded_same_size_lower_quality_and_leaves_inputs_alone(sourc
             with Image.open(r["image"]) as orig, Image.open(r["degraded"]) as deg:
                 assert deg.size == orig.size and r["degradation"] == name
                 assert _psnr(orig.convert("RGB"), deg.convert("RGB")) < bound, (name, r["id"])
-            assert Path(r["degraded"]).parent == out / "images"
+            assert Path(r["degraded"]).is_absolute() and Path(r["degraded"]).parent == out / "images"
     a, b, c = (tmp_path / x for x in ("a", "b", "c"))
     run_degrade(tmp_path / "ingest", a, DegradeConfig(seed=3, workers=2), progress=False)
     run_degrade(tmp_path / "ingest", b, DegradeConfig(seed=3, workers=1), progress=False)
@@ -108,6 +108,14 @@ def test_degrade_is_seeded_same_size_lower_quality_and_leaves_inputs_alone(sourc
     assert _tree_digest(source) == before and _tree_digest(tmp_path / "ingest") == ingest_digest
     with pytest.raises(FileExistsError, match="other degrade parameters"):
         run_degrade(tmp_path / "ingest", a, DegradeConfig(seed=5), progress=False)
+
+
+def test_relative_output_folder_gives_absolute_paths(source, tmp_path, monkeypatch):
+    _ingest(source, tmp_path / "ingest")
+    monkeypatch.chdir(tmp_path)
+    run_degrade("ingest", "relative", DegradeConfig(degradations=["blur"], workers=1), progress=False)
+    monkeypatch.chdir(source)  # a later stage run from elsewhere still finds the files
+    assert all(Path(r["degraded"]).is_file() for r in read_records(tmp_path / "relative"))
 
 
 def test_killed_degrade_run_resumes_to_the_same_result(source, tmp_path):

@@ -125,7 +125,7 @@ def run_degrade(
 ) -> dict:
     """Degrade every original of the input manifest into ``out/images``; write the degrade manifest."""
     records = read_records(input_dir)
-    out_path = Path(out)
+    out_path = Path(out).resolve()  # records carry absolute paths
     images = out_path / "images"
     tasks = [(r["image"], str(images / _file_name(r["group_id"])), config.degradations, config.seed,
               r["group_id"], config.params(), "first", ()) for r in records]  # fmt: skip
@@ -182,7 +182,7 @@ def run_redegrade(
             "unreviewed must be 'keep' (trust the filter's flag) or 'drop' (only reviewed pairs)"
         )
     records = read_records(input_dir)
-    out_path = Path(out)
+    out_path = Path(out).resolve()  # records carry absolute paths
     images = out_path / "images"
     chosen = [r for r in records if confirmed_imperceptible(r, unreviewed)]
     tasks = [(r["degraded"], str(images / _file_name(r["group_id"])), config.degradations, config.seed,
