@@ -31,8 +31,9 @@ from PIL import Image
 
 from qhawkeye.data import vlm_filter
 from qhawkeye.data.degradations import DEGRADATIONS, degrade
+from qhawkeye.data.http_client import RequestFailed, Transient, backoff_delay, with_retries
 from qhawkeye.data.manifest import read_records, write_records
-from qhawkeye.data.vlm_filter import FilterConfig, backoff_delay, parse_yes_no, run_filter
+from qhawkeye.data.vlm_filter import FilterConfig, parse_yes_no, run_filter
 
 PAIRS = 6
 KEY = "filter-key"
@@ -201,14 +202,14 @@ def test_no_retry_starts_once_the_run_is_interrupted():
 
     def overloaded() -> dict:
         calls.append(1)
-        raise vlm_filter.Transient("HTTP 503: overloaded")
+        raise Transient("HTTP 503: overloaded")
 
     config, stop = FilterConfig("vlm", base_url="http://127.0.0.1:1", backoff_s=0.001), threading.Event()
-    with pytest.raises(vlm_filter.RequestFailed, match="gave up after 5 attempts"):
-        vlm_filter.with_retries(overloaded, config, "p0", stop)
+    with pytest.raises(RequestFailed, match="gave up after 5 attempts"):
+        with_retries(overloaded, config, "p0", stop)
     stop.set()
-    with pytest.raises(vlm_filter.RequestFailed, match="interrupted"):
-        vlm_filter.with_retries(overloaded, config, "p0", stop)
+    with pytest.raises(RequestFailed, match="interrupted"):
+        with_retries(overloaded, config, "p0", stop)
     assert len(calls) == 5 + 1
 
 

@@ -35,17 +35,12 @@ from __future__ import annotations
 import argparse
 import base64
 import dataclasses
-import http.client
-import json
 import logging
 import mimetypes
 import os
-import random
 import threading
 import types
 import typing
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -54,6 +49,8 @@ from typing import Literal
 
 from tqdm.auto import tqdm
 
+from qhawkeye.data.filter_answers import AnswerLog, Collector
+from qhawkeye.data.http_client import RequestFailed, post_json, with_retries
 from qhawkeye.data.manifest import begin_stage, read_records, write_records
 
 logger = logging.getLogger(__name__)
@@ -245,80 +242,7 @@ def score_answer(results: list[dict], pair_id: str) -> dict:
     }
 
 
-# ---------------------------------------------------------------------------------------------- HTTP
-
-
-class RequestFailed(Exception):
-    """A pair that got no answer: a 4xx other than 429, a bad response, or retries used up."""
-
-
-class Transient(Exception):
-    """A failure worth retrying (connection error, timeout, 429, 5xx)."""
-
-    def __init__(self, message: str, retry_after: float | None = None):
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-def _error_message(err: urllib.error.HTTPError) -> str:
-    text = err.read().decode("utf-8", "replace")
-    try:
-        body = json.loads(text)
-        return str((body.get("error") or {}).get("message") or body.get("detail") or text)[:300]
-    except (ValueError, AttributeError):
-        return text[:300]
-
-
-def _http_error(err: urllib.error.HTTPError, url: str) -> Exception:
-    message = f"HTTP {err.code} from {url}: {_error_message(err)}"
-    if err.code == 429 or err.code >= 500:
-        retry_after = err.headers.get("Retry-After", "")
-        return Transient(message, float(retry_after) if retry_after.isdigit() else None)
-    return RequestFailed(message)
-
-
-def post_json(url: str, body: dict, api_key: str | None, timeout_s: float) -> dict:
-    """POST ``body`` as JSON; :class:`Transient` or :class:`RequestFailed` on failure."""
-    request = urllib.request.Request(url, json.dumps(body).encode(), method="POST")
-    request.add_header("Content-Type", "application/json")
-    if api_key:
-        request.add_header("Authorization", f"Bearer {api_key}")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            payload = response.read()
-    except urllib.error.HTTPError as err:
-        raise _http_error(err, url) from err
-    except (OSError, http.client.HTTPException) as err:  # refused, reset, timed out, cut short
-        raise Transient(f"{url}: {getattr(err, 'reason', None) or err!r}") from err
-    try:
-        return json.loads(payload)
-    except ValueError as err:
-        raise RequestFailed(f"{url}: the response is not JSON: {payload[:200]!r}") from err
-
-
-def backoff_delay(attempt: int, config: FilterConfig, retry_after: float | None = None, rng=random) -> float:
-    """Seconds before retry ``attempt`` (0-based): ``backoff_s * 2**attempt``, jittered to [50 %, 100 %]."""
-    delay = min(config.max_backoff_s, config.backoff_s * 2**attempt)
-    delay = delay / 2 + rng.uniform(0, delay / 2)
-    return max(delay, min(retry_after or 0.0, config.max_backoff_s))
-
-
-def with_retries(call: Callable[[], dict], config: FilterConfig, what: str, stop: threading.Event) -> dict:
-    """``call()``, retried on :class:`Transient`; :class:`RequestFailed` once the retries are used up.
-
-    Once ``stop`` is set (the run was interrupted) no retry starts: the pair is left for a rerun.
-    """
-    for attempt in range(config.retries + 1):
-        try:
-            return call()
-        except Transient as err:
-            if attempt == config.retries:
-                raise RequestFailed(f"{err} (gave up after {attempt + 1} attempts)") from err
-            delay = backoff_delay(attempt, config, err.retry_after)
-            logger.info("%s: %s; retry %d in %.2f s", what, err, attempt + 1, delay)
-            if stop.wait(delay):
-                raise RequestFailed(f"{err} (run interrupted before retry {attempt + 1})") from err
-    raise AssertionError("unreachable")
+# ---------------------------------------------------------------------------------------------- asking
 
 
 def _base64(path: str) -> str:
@@ -383,82 +307,6 @@ def ask_server_scores(record: dict, config: FilterConfig, stop: threading.Event)
     return score_answer(reply["results"], record["id"])
 
 
-# ---------------------------------------------------------------------------------------------- checkpoint
-
-
-class AnswerLog:
-    """``filter_answers.jsonl``: one line per answered pair, appended and fsynced as it arrives."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def load(self, records: list[dict]) -> dict[str, dict]:
-        """The stored answers of ``records``' pairs; lines for other pairs or other files are set aside."""
-        if not self.path.is_file():
-            return {}
-        by_id = {r["id"]: r for r in records}
-        answers, skipped = {}, 0
-        for line in self.path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:
-                skipped += 1  # a line cut short by a kill: that pair is asked again
-                continue
-            record = by_id.get(row.get("id"))
-            paths = (row.get("image"), row.get("degraded"))
-            if record is None or paths != (record["image"], record["degraded"]) or "answer" not in row:
-                skipped += 1
-                continue
-            answers[row["id"]] = row["answer"]
-        if skipped:
-            logger.warning(
-                "%s: %d lines are for no pair of this input (or cut short); those are asked again",
-                self.path,
-                skipped,
-            )
-        return answers
-
-    def __enter__(self) -> AnswerLog:
-        self.file = open(self.path, "a+b")  # noqa: SIM115 - closed by __exit__
-        self.file.seek(0, os.SEEK_END)
-        if self.file.tell() > 0:
-            self.file.seek(-1, os.SEEK_END)
-            if self.file.read(1) != b"\n":
-                self.file.write(b"\n")  # after a line cut short by a kill
-        return self
-
-    def append(self, record: dict, answer: dict) -> None:
-        row = {"id": record["id"], "image": record["image"], "degraded": record["degraded"], "answer": answer}
-        self.file.write((json.dumps(row, ensure_ascii=False) + "\n").encode())
-        self.file.flush()
-        os.fsync(self.file.fileno())
-
-    def __exit__(self, *exc) -> None:
-        self.file.close()
-
-
-class _Collector:
-    """Saves each outcome (answers to the log, failures in memory) and reports it to the progress bar."""
-
-    def __init__(self, log: AnswerLog, answers: dict[str, dict], bar):
-        self.log, self.answers, self.bar = log, answers, bar
-        self.failures: dict[str, str] = {}
-        self.asked = 0
-
-    def save(self, record: dict, answer: dict | None, failure: str | None) -> None:
-        self.asked += 1
-        if answer is not None:
-            self.log.append(record, answer)
-            self.answers[record["id"]] = answer
-        else:
-            self.failures[record["id"]] = failure
-            logger.warning("pair %s: no answer: %s", record["id"], failure)
-
-    def report(self) -> None:
-        self.bar.update(1)
-        self.bar.set_postfix(failed=len(self.failures), refresh=False)
-
-
 # ---------------------------------------------------------------------------------------------- running
 
 
@@ -470,7 +318,7 @@ def _outcome(ask: Callable, record: dict, config: FilterConfig, stop: threading.
         return None, str(err)
 
 
-def _ask_concurrently(todo: list[dict], config: FilterConfig, sink: _Collector) -> None:
+def _ask_concurrently(todo: list[dict], config: FilterConfig, sink: Collector) -> None:
     """Ask over HTTP. On an interruption, requests in flight finish and are saved; queued ones never start."""
     ask = ask_vlm if config.mode == "vlm" else ask_server_scores
     pool, stop = ThreadPoolExecutor(config.concurrency, thread_name_prefix="filter"), threading.Event()
@@ -489,7 +337,7 @@ def _ask_concurrently(todo: list[dict], config: FilterConfig, sink: _Collector) 
                 sink.save(record, *future.result())
 
 
-def _ask_locally(todo: list[dict], config: FilterConfig, sink: _Collector) -> None:
+def _ask_locally(todo: list[dict], config: FilterConfig, sink: Collector) -> None:
     """Score with a model loaded here, ``batch_size`` pairs per call."""
     from qhawkeye.scoring.scorer import create_scorer
 
@@ -557,7 +405,7 @@ def run_filter(
     begin_stage(out, "filter", config.answer_settings())
     bar = tqdm(total=len(now), desc=f"filter ({config.mode})", unit="pair", disable=not progress)
     with log, bar:
-        sink = _Collector(log, answers, bar)
+        sink = Collector(log, answers, bar)
         if now:
             (_ask_locally if config.base_url is None else _ask_concurrently)(now, config, sink)
     done = [r["id"] for r in records if r["id"] in answers or r["id"] in sink.failures]
