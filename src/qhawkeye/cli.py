@@ -59,25 +59,19 @@ def _cmd_build_tiny(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    from qhawkeye.demo import run_demo
+    from qhawkeye.demo import DemoConfig, run_demo
+    from qhawkeye.evaluate.demo_report import verdict
 
-    history = run_demo(args.out, steps=args.steps)["log_history"]
-    steps = [h for h in history if "loss" in h]
-    keys = [
-        "reward",
-        "rewards/format_reward/mean",
-        "rewards/accuracy_reward/mean",
-        "qhawkeye/kl_prcp",
-        "qhawkeye/uado_weight",
-        "qhawkeye/entropy_orig",
-        "qhawkeye/parse_failure_rate",
-    ]
-    print(f"\nQ-Hawkeye GRPO demo: {len(steps)} steps on the tiny offline model (synthetic labels)")
-    print(f"{'metric':34s} {'first step':>12s} {'last step':>12s}")
-    for key in keys:
-        if steps and key in steps[0]:
-            print(f"{key:34s} {steps[0][key]:12.4g} {steps[-1][key]:12.4g}")
-    print(f"\nmodel and checkpoints: {args.out}/model")
+    summary = run_demo(dataclass_from_args(DemoConfig, args))
+    print("\nqhawkeye demo: held-out test images (synthetic SSIM labels, not human scores)")
+    print(f"{'model':28s} {'SRCC':>8s} {'PLCC':>8s} {'parsed':>8s}")
+    for name, key in (("warm start (format only)", "warm_start"), ("Q-Hawkeye GRPO", "trained")):
+        bench = summary[key]
+        m = bench["metrics"]
+        srcc, plcc = (float("nan") if v is None else v for v in (m["srcc"], m["plcc"]))
+        print(f"{name:28s} {srcc:8.3f} {plcc:8.3f} {bench['n']:4d}/{bench['n_total']}")
+    print(verdict(summary["comparison"]))
+    print(f"\nreport: {args.out}/report/README.md")
     return 0
 
 
@@ -347,9 +341,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_data_parser(sub)
 
-    p = sub.add_parser("demo", help="a short GRPO run with UADO and PAO on the embedded default")
-    p.add_argument("--out", default="runs/demo", help="output folder (reused and resumed on a rerun)")
-    p.add_argument("--steps", type=int, default=6, help="optimizer steps")
+    p = sub.add_parser(
+        "demo",
+        help="the whole system offline: sample data, pipeline, warm start, GRPO (UADO+PAO), evaluation, report",
+    )
+    from qhawkeye.demo import DemoConfig
+
+    add_dataclass_arguments(p, DemoConfig)
     p.set_defaults(func=_cmd_demo)
     return parser
 
