@@ -221,6 +221,9 @@ def test_no_retry_starts_once_the_run_is_interrupted():
         ({"mode": "score", "base_url": "http://h:1", "model": "x"}, "leave out"),
         ({"mode": "vlm", "base_url": "h:1"}, "http://"),
         ({"mode": "vlm", "base_url": "http://h", "retries": -1}, "retries"),
+        ({"mode": "ssim", "base_url": "http://h:1"}, "leave out --base-url"),
+        ({"mode": "ssim", "model": "tiny"}, "no model"),
+        ({"mode": "ssim", "ssim_threshold": 1.5}, "ssim_threshold"),
     ],
 )
 def test_config_errors_say_what_to_do(fields, message):
@@ -239,6 +242,50 @@ def test_score_decision_uses_the_threshold():
     broken = {**answer, "scores": [3.3, None], "errors": [None, "no <answer> tag"]}
     expected = {"mode": "score", "flagged": None, "raw": ["a", "b"], "scores": [3.3, None]}
     assert vlm_filter.decide(broken, config) == {**expected, "error": "degraded: no <answer> tag"}
+
+
+def test_ssim_mode_flags_a_near_identical_pair_not_a_blurred_one(tmp_path):
+    from PIL import ImageFilter
+
+    from qhawkeye.sample_data import photos
+    from qhawkeye.sample_data.synthetic import ssim
+
+    original = Image.open(photos()[0]).convert("RGB")
+    arr = np.asarray(original, dtype=np.int16)
+    copies = {
+        "near": Image.fromarray(np.clip(arr + (arr % 2), 0, 255).astype("uint8")),  # +1 on odd values
+        "blurred": original.filter(ImageFilter.GaussianBlur(radius=4)),
+        "resized": original.resize((96, 96)),  # no SSIM: recorded as failed, asked again on a rerun
+    }
+    original.save(tmp_path / "original.png")
+    records = []
+    for name, copy in copies.items():
+        copy.save(tmp_path / f"{name}.png")
+        image, degraded = str(tmp_path / "original.png"), str(tmp_path / f"{name}.png")
+        records.append({"id": name, "group_id": name, "image": image, "degraded": degraded})
+    stage = write_records(tmp_path / "degrade", records, "degrade", {"test": True}).parent
+    out = tmp_path / "filter"
+    summary = run_filter(stage, out, FilterConfig("ssim"), progress=False)
+    assert (summary["flagged"], summary["not_flagged"], summary["failed"], summary["threshold"]) == (
+        1,
+        1,
+        1,
+        0.95,
+    )
+    got = {r["id"]: r["filter"] for r in read_records(out)}
+    for name in ("near", "blurred"):
+        value = round(ssim(original, copies[name]), 6)
+        assert got[name] == {
+            "mode": "ssim",
+            "flagged": name == "near",
+            "raw": value,
+            "ssim": value,
+            "threshold": 0.95,
+        }
+    assert got["near"]["ssim"] > 0.99 and got["blurred"]["ssim"] < 0.8
+    assert got["resized"]["flagged"] is None and "one size" in got["resized"]["error"]
+    strict = run_filter(stage, out, FilterConfig("ssim", ssim_threshold=0.9999), progress=False)
+    assert (strict["from_checkpoint"], strict["asked_now"], strict["flagged"]) == (2, 1, 0)
 
 
 # ---------------------------------------------------------------------------------------- scripted server

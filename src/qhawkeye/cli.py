@@ -231,7 +231,7 @@ def _add_data_parser(sub) -> None:
 
     from qhawkeye.data.vlm_filter import add_arguments as add_filter_arguments
 
-    p = stage("filter", "flag pairs whose difference looks imperceptible: a score gap or a VLM's yes/no",
+    p = stage("filter", "flag pairs whose difference looks imperceptible: a score gap, a VLM's yes/no, or SSIM",
               _cmd_data_filter)  # fmt: skip
     add_filter_arguments(p)
 
