@@ -64,7 +64,7 @@ def train_config(cfg: DemoConfig, dataset: Path, output_dir: Path) -> dict:
         "reward_funcs": ["accuracy", "format"], "accuracy_tau": 0.30,
         "use_uado": cfg.use_uado, "uado_alpha": cfg.uado_alpha,
         "use_pao": cfg.use_pao, "pao_gamma": cfg.pao_gamma, "pao_gamma_zero_epoch": 5.0, "pao_eta1": 1e-3,
-        "pao_eta2": 0.0, "logging_steps": 1, "save_strategy": "steps", "save_steps": max(1, cfg.steps // 4),
+        "pao_eta2": 0.0, "logging_steps": max(1, min(5, cfg.steps // 20)), "save_strategy": "steps", "save_steps": max(1, cfg.steps // 4),
         "save_total_limit": 2, "report_to": "none", "disable_tqdm": False,
     }  # fmt: skip
 

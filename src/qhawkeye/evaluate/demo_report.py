@@ -73,8 +73,8 @@ def render(summary: dict) -> str:
         _row("warm start (format only)", summary["warm_start"]),
         _row("Q-Hawkeye GRPO", summary["trained"]),
         "",
-        verdict(summary["comparison"]),
-        f" (Paired bootstrap over the {summary['comparison']['n_common']} images both models parsed; PLCC "
+        verdict(summary["comparison"])
+        + f" (Paired bootstrap over the {summary['comparison']['n_common']} images both models parsed; PLCC "
         f"difference {_num(summary['comparison']['plcc']['difference'])}{_ci(summary['comparison']['plcc']['ci95'])}.)",
         "",
         "![training curves](curves.png)",
