@@ -12,7 +12,9 @@ Settings:
 - ``strong`` (labelled as such): alpha 2.0 (weights within [0.14, 1]) and gamma 1e-2, to see whether the
   mechanisms move anything when they are given weight.
 
-Runs are cached under ``--out`` (a rerun only does the missing ones). Prints a markdown table of the mean
+``--data livec`` repeats it on the real LIVE-Wild subset (human MOS 0-100) in ../shared/data/livec: 300
+training and 150 test images per seed, split by image. Runs are cached under ``--out/<data>/`` (a rerun only
+does the missing ones). Prints a markdown table of the mean
 SRCC/PLCC over seeds with a 95% t-interval, parse failures and the training time each arm used.
 """
 
@@ -32,7 +34,31 @@ ARMS = {"GRPO": (False, False), "+UADO": (True, False), "+PAO": (False, True), "
 SETTINGS = {"recipe": (0.2, 1e-4), "strong": (2.0, 1e-2)}
 
 
-def one_run(setting: str, arm: str, seed: int, steps: int, root: Path) -> dict:
+LIVEC = Path(__file__).resolve().parents[2] / "shared" / "data" / "livec"
+
+
+def livec_sample(out: Path, seed: int, n_train: int, n_test: int) -> dict:
+    """A split by image of the real LIVE-Wild subset (human MOS 0-100): DeQA train file and a test card."""
+    import random
+
+    import yaml
+
+    from qhawkeye.provenance import write_json_atomic
+
+    rows = json.loads((LIVEC / "meta.json").read_text())
+    random.Random(seed).shuffle(rows)
+    train, test = rows[:n_train], rows[n_train : n_train + n_test]
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "train.json", train)
+    write_json_atomic(out / "test.json", test)
+    card = {"name": f"livec_test_seed{seed}", "label_file": str(out / "test.json"), "image_root": str(LIVEC),
+            "format": "deqa", "mos_range": [0, 100], "lower_better": False}  # fmt: skip
+    (out / "card_test.yaml").write_text(yaml.safe_dump(card))
+    return {"train": out / "train.json", "card_test": out / "card_test.yaml", "mos_range": (0.0, 100.0),
+            "image_root": str(LIVEC), "name": "livec"}  # fmt: skip
+
+
+def one_run(setting: str, arm: str, seed: int, steps: int, root: Path, data: str = "synthetic") -> dict:
     """Train and evaluate one arm on one seed (cached in ``root/<setting>/<arm>/seed<k>/result.json``)."""
     from qhawkeye.demo import DemoConfig, build_sample, build_training_set, evaluate_model, train_model
     from qhawkeye.provenance import write_json_atomic
@@ -43,10 +69,13 @@ def one_run(setting: str, arm: str, seed: int, steps: int, root: Path) -> dict:
         return json.loads(cached.read_text())
     uado, pao = ARMS[arm]
     alpha, gamma = SETTINGS[setting]
-    cfg = DemoConfig(out=str(root / "data" / f"seed{seed}"), steps=steps, seed=seed, use_uado=uado, use_pao=pao,
+    cfg = DemoConfig(out=str(root / f"data-{data}" / f"seed{seed}"), steps=steps, seed=seed, use_uado=uado, use_pao=pao,
                      uado_alpha=alpha, pao_gamma=gamma)  # fmt: skip
     data_root = Path(cfg.out)
-    sample = build_sample(cfg, data_root)
+    if data == "livec":
+        sample = livec_sample(data_root / "sample", seed, n_train=300, n_test=150)
+    else:
+        sample = build_sample(cfg, data_root)
     dataset = build_training_set(cfg, sample, data_root)
     start = time.perf_counter()
     history = train_model(cfg, dataset, run_dir / "model")
@@ -55,7 +84,7 @@ def one_run(setting: str, arm: str, seed: int, steps: int, root: Path) -> dict:
     bench = next(iter(results["benchmarks"].values()))
     steps_logged = [h for h in history if "loss" in h]
     result = {
-        "setting": setting, "arm": arm, "seed": seed, "steps": steps, "train_s": round(train_s, 1),
+        "data": data, "setting": setting, "arm": arm, "seed": seed, "steps": steps, "train_s": round(train_s, 1),
         "srcc": bench["metrics"]["srcc"], "plcc": bench["metrics"]["plcc"], "n": bench["n"],
         "n_total": bench["n_total"], "mean_step_s": statistics.mean(h["step_time"] for h in steps_logged),
         "final_reward": statistics.mean(h["reward"] for h in steps_logged[-10:]),
@@ -100,17 +129,22 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--out", default="runs/ablation")
+    parser.add_argument(
+        "--data",
+        choices=["synthetic", "livec"],
+        default="synthetic",
+        help="the demo's SSIM-labelled set, or the real LIVE-Wild subset in ../shared/data/livec",
+    )
     args = parser.parse_args()
     root = Path(args.out)
     results = []
     for seed in range(args.seeds):  # seeds outermost: a partial run still covers every arm
         for setting in args.settings:
             for arm in ARMS:
-                results.append(one_run(setting, arm, seed, args.steps, root))
+                results.append(one_run(setting, arm, seed, args.steps, root / args.data, args.data))
                 print(json.dumps(results[-1]), flush=True)
-    print(
-        f"\n{args.steps} GRPO steps per run, tiny-format model, synthetic SSIM labels, {args.seeds} seeds\n"
-    )
+    labels = "synthetic SSIM labels" if args.data == "synthetic" else "LIVE-Wild human MOS, split by image"
+    print(f"\n{args.steps} GRPO steps per run, tiny-format model, {labels}, {args.seeds} seeds\n")
     print(table(results))
 
 

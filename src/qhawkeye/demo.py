@@ -102,7 +102,9 @@ def build_training_set(cfg: DemoConfig, sample: dict, out: Path) -> Path:
     if dataset.is_dir():
         return dataset
     if not (data / "ingest" / "manifest.jsonl").is_file():
-        ingest = IngestConfig(labels=str(sample["train"]), mos_range=(1.0, 5.0), name="demo-synthetic")
+        mos_range = tuple(sample.get("mos_range", (1.0, 5.0)))  # the synthetic labels are already on [1, 5]
+        ingest = IngestConfig(labels=str(sample["train"]), mos_range=mos_range, name=sample.get("name", "demo-synthetic"),
+                              data_root=sample.get("image_root"))  # fmt: skip
         run_ingest(ingest, data / "ingest")
     run_degrade(data / "ingest", data / "degrade", DegradeConfig(seed=cfg.seed))
     run_filter(data / "degrade", data / "filter", FilterConfig(mode="ssim"))
