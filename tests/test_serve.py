@@ -18,7 +18,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from server_utils import wait_healthy
 
 from qhawkeye import prompts
 from qhawkeye.serve.main import ServeConfig, add_arguments, config_from_args
@@ -77,20 +77,6 @@ def _image_root(tmp: Path) -> Path:
     return root
 
 
-def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    pytest.fail(f"server not healthy after {timeout} s:\n{log.read_text()[-3000:]}")
-
-
 @pytest.fixture(scope="module")
 def server(format_model_dir, qh_home, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("serve")
@@ -109,7 +95,7 @@ def server(format_model_dir, qh_home, tmp_path_factory):
             env=env,
         )
     try:
-        _wait_healthy(f"http://127.0.0.1:{port}", proc, log)
+        wait_healthy(f"http://127.0.0.1:{port}", proc, log)
         yield Server(f"http://127.0.0.1:{port}", root, log)
         proc.send_signal(signal.SIGINT)  # a graceful stop: the worker and uvicorn shut down cleanly
         proc.wait(timeout=20)

@@ -20,7 +20,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from server_utils import wait_healthy
 
 from qhawkeye.data import vlm_filter
 from qhawkeye.data.degradations import DEGRADATIONS, degrade
@@ -438,7 +438,7 @@ def serve(format_model_dir, qh_home, tmp_path_factory):
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(url, proc, log)
+        wait_healthy(url, proc, log)
         yield url
     finally:
         proc.send_signal(signal.SIGINT)
@@ -447,20 +447,6 @@ def serve(format_model_dir, qh_home, tmp_path_factory):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    pytest.fail(f"server not healthy after {timeout} s:\n{log.read_text()[-3000:]}")
 
 
 def _check_score_filter(filt: dict, threshold: float) -> None:
