@@ -51,7 +51,7 @@ def livec_sample(out: Path, seed: int, n_train: int, n_test: int) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "train.json", train)
     write_json_atomic(out / "test.json", test)
-    card = {"name": f"livec_test_seed{seed}", "label_file": str(out / "test.json"), "image_root": str(LIVEC),
+    card = {"name": f"livec_test_seed{seed}", "label_file": str((out / "test.json").resolve()), "image_root": str(LIVEC),
             "format": "deqa", "mos_range": [0, 100], "lower_better": False}  # fmt: skip
     (out / "card_test.yaml").write_text(yaml.safe_dump(card))
     return {"train": out / "train.json", "card_test": out / "card_test.yaml", "mos_range": (0.0, 100.0),
