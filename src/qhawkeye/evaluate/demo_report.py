@@ -43,7 +43,7 @@ def verdict(comparison: dict) -> str:
     if hi < 0:
         return f"The trained model's SRCC is *lower* than the warm start's: {diff:+.3f}, 95% interval [{lo:.3f}, {hi:.3f}] below 0."
     return (f"No clear improvement at this budget: SRCC difference {diff:+.3f}, 95% interval [{lo:.3f}, {hi:.3f}] "
-            "includes 0. A 0.8M-parameter model trained for a few minutes on a CPU learns the answer format "
+            "includes 0. A tiny model trained for a few minutes on a CPU learns the answer format "
             "quickly but little quality judgement (see also the ablation in benchmarks/RESULTS.md).")  # fmt: skip
 
 
