@@ -6,6 +6,8 @@ import argparse
 import logging
 import sys
 
+from qhawkeye.cli_args import add_dataclass_arguments, dataclass_from_args
+
 
 def _parse_override(text: str) -> tuple[str, object]:
     import yaml
@@ -73,50 +75,6 @@ def _cmd_demo(args) -> int:
     print(verdict(summary["comparison"]))
     print(f"\nreport: {args.out}/report/README.md")
     return 0
-
-
-def add_dataclass_arguments(
-    parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = (), defaults: dict | None = None
-) -> None:
-    """One ``--flag`` per dataclass field (``snake_case`` -> ``--kebab-case``), help text from the field.
-
-    ``X | None`` becomes ``X``; ``Literal`` becomes choices; ``list[X]`` takes one or more values and
-    ``tuple[X, X]`` exactly two; ``bool`` gets ``--flag/--no-flag``.
-    """
-    import dataclasses
-    import types
-    import typing
-
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        if f.name in skip or not f.init:
-            continue
-        kind = hints[f.name]
-        if typing.get_origin(kind) in (typing.Union, types.UnionType):  # X | None -> X
-            kind = next(a for a in typing.get_args(kind) if a is not type(None))
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        default = (defaults or {}).get(f.name, default)
-        flag, text = f"--{f.name.replace('_', '-')}", f.metadata.get("help", "").replace("%", "%%")
-        if "default" not in text:
-            text += f" (default: {default})"
-        options: dict = {"dest": f.name, "default": default, "help": text}
-        origin, args = typing.get_origin(kind), typing.get_args(kind)
-        if kind is bool:
-            options["action"] = argparse.BooleanOptionalAction
-        elif origin is typing.Literal:
-            options.update(type=str, choices=list(args))
-        elif origin in (list, tuple):
-            options.update(type=args[0], nargs="+" if origin is list else len(args))
-        else:
-            options["type"] = kind
-        parser.add_argument(flag, **options)
-
-
-def dataclass_from_args(cls, args, **extra):
-    import dataclasses
-
-    names = {f.name for f in dataclasses.fields(cls) if f.init}
-    return cls(**{k: v for k, v in vars(args).items() if k in names}, **extra)
 
 
 def _cmd_score(args) -> int:

@@ -46,8 +46,6 @@ import logging
 import mimetypes
 import os
 import threading
-import types
-import typing
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -56,6 +54,7 @@ from typing import Literal
 
 from tqdm.auto import tqdm
 
+from qhawkeye.cli_args import add_dataclass_arguments
 from qhawkeye.data.filter_answers import AnswerLog, Collector
 from qhawkeye.data.http_client import RequestFailed, post_json, with_retries
 from qhawkeye.data.manifest import begin_stage, read_records, write_records
@@ -496,28 +495,11 @@ def run_filter(
 # ---------------------------------------------------------------------------------------------- CLI
 
 
-def _flag_kwargs(name: str, hint, default, help_text: str) -> dict:
-    """argparse keywords for one :class:`FilterConfig` field (``X | None`` is read as ``X``)."""
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        hint = next(a for a in typing.get_args(hint) if a is not type(None))
-    kwargs: dict = {"dest": name, "help": help_text.replace("%", "%%"), "type": hint}
-    if typing.get_origin(hint) is typing.Literal:
-        kwargs.update(choices=list(typing.get_args(hint)), type=str)
-    if default is dataclasses.MISSING:
-        return {**kwargs, "required": True}
-    if default is not None and "default" not in help_text:
-        kwargs["help"] += f" (default: {default})"
-    return {**kwargs, "default": default}
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``INPUT --out DIR`` and a flag per :class:`FilterConfig` field (the caller adds --dry-run, --quiet)."""
     parser.add_argument("input", help="degrade stage folder")
     parser.add_argument("--out", required=True, help="new stage folder (rerun with the same one to resume)")
-    hints = typing.get_type_hints(FilterConfig)
-    for f in dataclasses.fields(FilterConfig):
-        flag = "--" + f.name.replace("_", "-")
-        parser.add_argument(flag, **_flag_kwargs(f.name, hints[f.name], f.default, f.metadata["help"]))
+    add_dataclass_arguments(parser, FilterConfig)
 
 
 def config_from_args(args: argparse.Namespace) -> FilterConfig:

@@ -20,11 +20,10 @@ import argparse
 import dataclasses
 import logging
 import os
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from qhawkeye.cli_args import add_dataclass_arguments
 from qhawkeye.scoring.config import ScorerConfig
 
 logger = logging.getLogger(__name__)
@@ -133,34 +132,12 @@ class ServeConfig:
         return f"http://{host}:{self.port}"
 
 
-def _argument_kwargs(hint, default, help_text: str) -> dict:
-    """argparse keywords for a dataclass field of type ``hint`` (``X | None`` is treated as ``X``)."""
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        hint = next(a for a in typing.get_args(hint) if a is not type(None))
-    shown = (
-        "" if default in (dataclasses.MISSING, None) or "default" in help_text else f" (default: {default})"
-    )
-    kwargs = {"default": argparse.SUPPRESS, "help": help_text.replace("%", "%%") + shown}
-    if typing.get_origin(hint) is typing.Literal:
-        return {**kwargs, "choices": list(typing.get_args(hint))}
-    if hint is bool:
-        return {**kwargs, "action": argparse.BooleanOptionalAction}
-    return {**kwargs, "type": hint}
-
-
-def _add_fields(group, cls, skip: tuple[str, ...] = ()) -> None:
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        if f.name in skip:
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        group.add_argument(flag, **_argument_kwargs(hints[f.name], f.default, f.metadata["help"]))
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one flag per :class:`ServeConfig` and :class:`ScorerConfig` field (defaults stay the dataclasses')."""
-    _add_fields(parser.add_argument_group("server"), ServeConfig, skip=("scorer",))
-    _add_fields(parser.add_argument_group("model, and decoding for /v1/score"), ScorerConfig)
+    group = parser.add_argument_group("server")
+    add_dataclass_arguments(group, ServeConfig, skip=("scorer",), suppress_defaults=True)
+    group = parser.add_argument_group("model, and decoding for /v1/score")
+    add_dataclass_arguments(group, ScorerConfig, suppress_defaults=True)
 
 
 def config_from_args(args: argparse.Namespace) -> ServeConfig:
