@@ -26,8 +26,10 @@ import logging
 import torch
 from trl import GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
+from trl.trainer.utils import RepeatSampler
 
 from qhawkeye.parsing import completion_text, parse_score
+from qhawkeye.train.checkpoint import load_generation_state, load_weights_into, save_generation_state
 from qhawkeye.train.config import QHawkeyeConfig
 from qhawkeye.train.pao import aggregate_like_trl, gamma_schedule, perception_kl_per_token
 from qhawkeye.train.uado import group_uncertainty, uado_weights
@@ -49,6 +51,49 @@ class QHawkeyeGRPOTrainer(GRPOTrainer):
         self._capture_forward = False
         self._captured = None
         self._local_parsed = None
+
+    # ---------------------------------------------------------------- exact resume
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        """Full-weights checkpoints are restored strictly under their saved names (see train/checkpoint.py);
+        LoRA, DeepSpeed and FSDP checkpoints go through transformers' own loaders."""
+        target = model if model is not None else self.model
+        full = not (self.is_deepspeed_enabled or self.is_fsdp_enabled or hasattr(target, "peft_config"))
+        if not full:
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        load_weights_into(target, resume_from_checkpoint)
+        return None
+
+    def _get_train_sampler(self, dataset=None):
+        """TRL's sampler, reshuffled from (seed, epoch) so a run resumed in a later epoch sees the same order."""
+        sampler = super()._get_train_sampler(dataset)
+        if type(sampler) is not RepeatSampler:
+            raise TypeError(f"expected TRL's RepeatSampler, got {type(sampler).__name__} (TRL changed?)")
+        sampler.__class__ = EpochRepeatSampler
+        sampler.epoch = 0
+        return sampler
+
+    def _save_rng_state(self, output_dir):
+        super()._save_rng_state(output_dir)
+        generate_every = self.args.steps_per_generation * self.num_iterations
+        mid_cycle = self._step % generate_every != 0
+        save_generation_state(
+            output_dir, self.accelerator.process_index, self._step, self._buffered_inputs, mid_cycle
+        )
+
+    def _load_rng_state(self, checkpoint):
+        """Called by the Trainer exactly once when resuming: also restore TRL's generation buffer."""
+        super()._load_rng_state(checkpoint)
+        if checkpoint is None:
+            return
+        state = load_generation_state(checkpoint, self.accelerator.process_index, self.accelerator.device)
+        if state is None:
+            logger.warning(
+                "%s has no generation state (saved by an older qhawkeye): the run resumes, but not exactly",
+                checkpoint,
+            )
+            return
+        self._step = state["step"]
+        self._buffered_inputs = state["buffer"]
 
     # ---------------------------------------------------------------- generation batch: scores, UADO, PAO
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
@@ -231,3 +276,16 @@ class QHawkeyeGRPOTrainer(GRPOTrainer):
         totals = torch.stack([(per_token.detach() * mask).sum(), mask.sum().to(per_token.dtype)])
         totals = self.accelerator.reduce(totals, reduction="sum")
         return (totals[0] / totals[1].clamp(min=1.0)).item()
+
+
+class EpochRepeatSampler(RepeatSampler):
+    """TRL's RepeatSampler whose permutation is a function of (seed, epoch), not of how many epochs this
+    process has iterated: the Trainer calls ``set_epoch`` before each epoch, including the one it resumes in."""
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        if self.shuffle:
+            self.generator.manual_seed((self.seed or 0) + self.epoch)
+        return super().__iter__()
