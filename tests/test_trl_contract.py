@@ -19,6 +19,13 @@ HOOK_SOURCE_SHA256 = {
     "_get_per_token_logps_and_entropies": "9fe649dbd39ee0c1d59f29485de967addca4648cf0962e0bf3f18c3dd095f94a",
     "_compute_loss": "b5eff5bfc18c864f749a0fdab79712cce10482c971ef491017104fce6008de7c",
     "_prepare_inputs": "5cb4fd26d4ca85ede069e3bad25171d6a7f7a00f934645fb39da772f6876c6f1",
+    # exact resume (qhawkeye.train.checkpoint): the sampler we reseed per epoch, the per-process state files
+    # we extend, the weight loader we replace for full-weights checkpoints, and where TRL counts micro-steps
+    "_get_train_sampler": "b107b3cdea8cc9915c31bbeb094f955865367f6e7ed40ce132b5334c4820aa11",
+    "_save_rng_state": "6bac7f52c41aad3e24f7d10dc359aca6d2052c3d748e069a3f34b3a045dc2588",
+    "_load_rng_state": "e781477d9f695edd652d7235dc1480e5d4977c7185fd436eb1c3aa17da5d5e4c",
+    "_load_from_checkpoint": "72142480ec89530ce411686909031dfb2ae8725b4d4342f37155f05037a4c339",
+    "training_step": "37407a1ee6c102869ad3473bb99848ce19cef8e7e3713d1447429991140586f0",
     # not overridden, relied on: log() averages and clears self._metrics[mode], which our trainer's metrics and
     # the quality-eval callback (qhawkeye.evaluate.callback) append to
     "log": "b7a9c0e6c7ea757dbbe4dd187192b257e54abd6e2b5229e14cd141525d2bca37",
