@@ -213,3 +213,50 @@ def test_lora_adapter_folder_scores_like_the_merged_model(tiny_model_dir, tmp_pa
     assert a.text == m.text
     torch.testing.assert_close(a.logprobs, m.logprobs, atol=1e-4, rtol=0)
     assert not torch.allclose(a.logprobs[:1], p.logprobs[:1], atol=1e-4)  # the adapter changed the model
+
+
+def test_expected_mode_reads_the_first_digit_distribution(format_model_dir):
+    """The expected score equals sum_d d * p(d) for d in 1..5, with p recomputed here by one teacher-forced
+    forward pass over prompt + greedy answer up to its first digit (independent of generate's logits)."""
+    from qhawkeye import prompts
+
+    scorer = create_scorer(str(format_model_dir), mode="expected", max_new_tokens=32, batch_size=4)
+    images = [_image(n) for n in range(3)]
+    results = scorer.score_batch(images)
+    assert [r.score for r in results] == [r.score for r in scorer.score_batch(images)]  # deterministic
+    processor, tokenizer = scorer.processor, scorer.processor.tokenizer
+    digit_ids = [tokenizer.convert_tokens_to_ids(str(d)) for d in range(1, 6)]
+    for image, result in zip(images, results, strict=True):
+        assert result.status == "ok" and len(result.digit_probs) == 5
+        assert sum(result.digit_probs) == pytest.approx(1.0)
+        assert result.score == pytest.approx(sum(d * p for d, p in zip(range(1, 6), result.digit_probs)))
+        assert 1.0 <= result.score <= 5.0 and result.uncertainty == pytest.approx(result.std**2 / 4)
+        answer = result.text.index("<answer>") + len("<answer>")
+        prefix = result.text[:answer]
+        prompt = processor.apply_chat_template(prompts.build_messages(with_image=True), add_generation_prompt=True,
+                                               tokenize=False)  # fmt: skip
+        batch = processor(text=[prompt + prefix], images=[image], return_tensors="pt")
+        with torch.no_grad():
+            logits = scorer.model(**batch).logits[0, -1]
+        expected = logits.double().log_softmax(-1)[digit_ids].softmax(-1)
+        assert result.digit_probs == pytest.approx(expected.tolist(), abs=1e-4)
+
+
+def test_expected_mode_reports_a_parse_failure(tiny_model_dir):
+    result = create_scorer(str(tiny_model_dir), mode="expected", max_new_tokens=8).score(_image(0))
+    assert result.status == "parse_failure" and result.score is None and result.error
+
+
+def test_token_index_at_maps_characters_to_tokens(format_model_dir):
+    from transformers import AutoTokenizer
+
+    from qhawkeye.parsing import parse_score
+    from qhawkeye.scoring.expected import token_index_at
+
+    tokenizer = AutoTokenizer.from_pretrained(format_model_dir)
+    text = "<think>the image is dark.</think><answer> 3.75</answer>"
+    ids = tokenizer.encode(text + "<|im_end|>", add_special_tokens=False)
+    parsed = parse_score(text)
+    index = token_index_at(tokenizer, ids, parsed.digit_at)
+    assert tokenizer.decode([ids[index]]) == "3"
+    assert token_index_at(tokenizer, ids, 10_000) is None

@@ -27,12 +27,15 @@ class ParsedScore:
         raw: the number as written (before clipping), or ``None``.
         clipped: whether ``raw`` lay outside the range and was clipped.
         error: why parsing failed (``None`` when it succeeded).
+        digit_at: character offset in the text of the number's first digit (after any sign), or ``None``;
+            the expected-score mode reads the model's distribution at that token.
     """
 
     score: float | None
     raw: float | None = None
     clipped: bool = False
     error: str | None = None
+    digit_at: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -51,7 +54,13 @@ def parse_score(text: str, lo: float = SCORE_MIN, hi: float = SCORE_MAX) -> Pars
     if not math.isfinite(raw):  # defensive: the grammar only admits finite decimals
         return ParsedScore(None, error="answer is not finite")
     score = min(max(raw, lo), hi)
-    return ParsedScore(score, raw=raw, clipped=score != raw)
+    return ParsedScore(score, raw=raw, clipped=score != raw, digit_at=_digit_at(block, number))
+
+
+def _digit_at(block: re.Match, number: re.Match) -> int:
+    """Offset in the whole text of the first digit of ``number`` (group 1), found inside ``block`` (group 1)."""
+    start = block.start(1) + number.start(1)
+    return start + 1 if number.group(1)[0] in "+-" else start
 
 
 def is_well_formed(text: str) -> bool:
@@ -82,7 +91,7 @@ def _parse_block(text: str, pattern: re.Pattern, what: str, lo: float, hi: float
         return ParsedScore(None, error=f"answer is not {what}: {block.group(1)[:40]!r}")
     raw = float(match.group(1))
     score = min(max(raw, lo), hi)
-    return ParsedScore(score, raw=raw, clipped=score != raw)
+    return ParsedScore(score, raw=raw, clipped=score != raw, digit_at=_digit_at(block, match))
 
 
 def parse_score_json_rating(text: str, lo: float = SCORE_MIN, hi: float = SCORE_MAX) -> ParsedScore:

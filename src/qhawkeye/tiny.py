@@ -1,6 +1,7 @@
 """Builds the embedded default model: a tiny Qwen2.5-VL made offline, with no download.
 
-The tokenizer is a byte-level BPE trained here on IQA-style text; ``<think>``/``<answer>`` tags are
+The tokenizer is a byte-level BPE trained here on IQA-style text, with every digit its own token (as in
+Qwen2's tokenizer); ``<think>``/``<answer>`` tags are
 ordinary (non-special) added tokens, because TRL decodes completions with ``skip_special_tokens=True`` and
 special tags would vanish before the reward parser sees them. The chat template is Qwen2-VL's. The folder
 is written with ``save_pretrained`` and read back through the ordinary ``from_pretrained`` path, so tests
@@ -102,7 +103,11 @@ def build_tokenizer(vocab_size: int = 1024, seed: int = 0):
     from transformers import PreTrainedTokenizerFast
 
     core = Tokenizer(models.BPE())
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # digits are single tokens, as in Qwen2's tokenizer: a score's first digit is one token whose probability
+    # the expected-score mode reads, and "3.75" never merges into one opaque token
+    core.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
     core.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size - len(TAG_TOKENS),

@@ -117,4 +117,6 @@ class QualityEvalCallback(TrainerCallback):
             "quality_eval/krcc": m.krcc,
             "quality_eval/n": float(m.n),
             "quality_eval/parse_failure_rate": 1 - len(pairs) / len(self.items),
+            "quality_eval/n_distinct": float(m.n_distinct),
+            "quality_eval/score_std": m.pred_std,
         }

@@ -111,6 +111,9 @@ class MetricSet:
     plcc_logistic / rmse_logistic: Pearson and RMSE ([1, 5] scale) after the 4-parameter logistic fit.
     nan_reason: why any metric is NaN, in words (None when all are defined).
     logistic_params: the fitted ``[b1, b2, b3, b4]``, for plotting the curve (None when the fit failed).
+    n_distinct: how many different predicted values the n rows have (n - n_distinct rows tie with another).
+    pred_std: the predictions' population standard deviation: how far apart the model puts images at all (a
+        near-zero spread with a high SRCC ranks by float noise-sized differences; always read both).
     """
 
     n: int
@@ -121,12 +124,15 @@ class MetricSet:
     rmse_logistic: float
     nan_reason: str | None = None
     logistic_params: tuple[float, float, float, float] | None = None
+    n_distinct: int = 0
+    pred_std: float = math.nan
 
     @classmethod
-    def undefined(cls, n: int, reason: str) -> MetricSet:
-        """Every metric NaN, with the reason."""
+    def undefined(cls, n: int, reason: str, n_distinct: int = 0, pred_std: float = math.nan) -> MetricSet:
+        """Every correlation NaN, with the reason."""
         nan = math.nan
-        return cls(n=n, srcc=nan, krcc=nan, plcc=nan, plcc_logistic=nan, rmse_logistic=nan, nan_reason=reason)
+        return cls(n=n, srcc=nan, krcc=nan, plcc=nan, plcc_logistic=nan, rmse_logistic=nan, nan_reason=reason,
+                   n_distinct=n_distinct, pred_std=pred_std)  # fmt: skip
 
     def to_dict(self) -> dict:
         """JSON-ready dict: NaN becomes None (strict JSON has no NaN), the parameters a list."""
@@ -145,13 +151,14 @@ class MetricSet:
         params = data.get("logistic_params")
         return cls(
             n=int(data["n"]),
+            n_distinct=int(data.get("n_distinct", 0)),
             nan_reason=data.get("nan_reason"),
             logistic_params=None if params is None else tuple(float(b) for b in params),
             **metrics,
         )
 
 
-_FLOAT_FIELDS = ("srcc", "krcc", "plcc", "plcc_logistic", "rmse_logistic")
+_FLOAT_FIELDS = ("srcc", "krcc", "plcc", "plcc_logistic", "rmse_logistic", "pred_std")
 
 
 def compute_metrics(pred, gt) -> MetricSet:
@@ -160,11 +167,16 @@ def compute_metrics(pred, gt) -> MetricSet:
     Undefined metrics are NaN with ``nan_reason`` set (see the module docstring); never raises on data.
     """
     pred, gt = _as_pair(pred, gt)
+    spread = {
+        "n_distinct": int(np.unique(pred).size),
+        "pred_std": float(pred.std()) if pred.size else math.nan,
+    }
     reason = undefined_reason(pred, gt)
     if reason is not None:
-        return MetricSet.undefined(int(pred.size), reason)
+        return MetricSet.undefined(int(pred.size), reason, **spread)
     plcc_logistic, rmse_logistic, params, fit_reason = _logistic_metrics(pred, gt)
     return MetricSet(
+        **spread,
         n=int(pred.size),
         srcc=float(spearmanr(pred, gt)[0]),
         krcc=float(kendalltau(pred, gt)[0]),

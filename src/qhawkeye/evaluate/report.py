@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 METRIC_COLUMNS = ("KRCC", "PLCC (raw)", "PLCC (4-param logistic)", "RMSE (logistic, [1,5] scale)")
 _METRIC_KEYS = ("krcc", "plcc", "plcc_logistic", "rmse_logistic")
+SPREAD_COLUMNS = ("Distinct scores", "Score std")
 
 
 class _Footnotes:
@@ -98,6 +99,8 @@ def describe_decoding(decoding: dict) -> str:
             text += f", seed {decoding['seed']}"
     elif decoding.get("mode") == "greedy":
         text = "greedy (one deterministic answer per image)"
+    elif decoding.get("mode") == "expected":
+        text = "expected (greedy answer; score = expected value of its first digit's distribution over 1..5)"
     else:
         return f"not recorded ({decoding or 'no decoding settings'})"
     if "max_new_tokens" in decoding:
@@ -106,12 +109,16 @@ def describe_decoding(decoding: dict) -> str:
 
 
 def _main_table(benchmarks: dict, average: dict | None, notes: _Footnotes) -> str:
-    head = ("Benchmark", "n", "Parse failures", "SRCC [95% CI]") + METRIC_COLUMNS
+    head = ("Benchmark", "n", "Parse failures", "SRCC [95% CI]") + METRIC_COLUMNS + SPREAD_COLUMNS
     rows = [_main_row(name, bench, notes) for name, bench in benchmarks.items()]
     if average:
         count = average.get("benchmarks", len(benchmarks))
         label = f"**Average** ({count} benchmark{'s' if count != 1 else ''})"
-        rows.append([label, "", "", _num(average.get("srcc"))] + [_num(average.get(k)) for k in _METRIC_KEYS])
+        rows.append(
+            [label, "", "", _num(average.get("srcc"))]
+            + [_num(average.get(k)) for k in _METRIC_KEYS]
+            + ["", ""]
+        )
     return _table(head, rows)
 
 
@@ -126,7 +133,12 @@ def _main_row(name: str, bench: dict, notes: _Footnotes) -> list[str]:
     if not srcc.startswith("n/a"):  # no interval around an undefined estimate
         srcc += _interval((bench.get("ci95") or {}).get("srcc"))
     cells = [_num(metrics.get(k), mark) for k in _METRIC_KEYS]
-    return [name, str(n) if n == n_total else f"{n} of {n_total}", failures, srcc] + cells
+    spread = [str(metrics.get("n_distinct", "?")), _spread(metrics.get("pred_std"))]
+    return [name, str(n) if n == n_total else f"{n} of {n_total}", failures, srcc] + cells + spread
+
+
+def _spread(value) -> str:
+    return "n/a" if value is None else f"{value:.3g}"
 
 
 def _type_table(name: str, by_type: dict, notes: _Footnotes) -> str:

@@ -47,7 +47,7 @@ import os
 import shutil
 import tempfile
 import zlib
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +78,18 @@ LEVEL_RANGES: dict[str, tuple[str, float, float]] = {
 """Type -> (DegradationParams field, mildest value, strongest value)."""
 MAX_LEVELS = 8
 META = "synthetic.json"
+LABEL_KINDS = ("ssim", "level")
+
+
+@dataclass(frozen=True)
+class SetSpec:
+    """What a synthetic set holds: distortion types, levels per type, how items are labelled, and whether
+    each undistorted photo is an item too (``pristine``, label 5.0; only with ``level`` labels)."""
+
+    types: tuple[str, ...] = ("noise", "blur", "jpeg", "darken")
+    levels: int = 4
+    labels: str = "ssim"
+    pristine: bool = False
 
 
 def ssim(a: Image.Image, b: Image.Image) -> float:
@@ -138,24 +150,41 @@ def split_photos(names: list[str], test_fraction: float, seed: int) -> tuple[lis
     return [n for n in names if n not in test], [n for n in names if n in test]
 
 
-def _items(path: Path, types: tuple[str, ...], levels: int, seed: int, images: Path) -> list[dict]:
+def level_label(level: int, levels: int) -> float:
+    """``5 - 4 * level / levels``: the pristine photo (level 0) is 5.0, the strongest level 1.0."""
+    return round(5.0 - 4.0 * level / levels, 4)
+
+
+def _items(path: Path, spec: SetSpec, seed: int, images: Path) -> list[dict]:
     """Distort one photo by every type and level, save the images, return their meta entries."""
     photo = Image.open(path).convert("RGB")
     items = []
-    for dist_type in types:
-        for level, params in enumerate(level_params(dist_type, levels), start=1):
+    if spec.pristine:
+        item_id = f"{path.stem}_pristine_0"
+        photo.save(images / f"{item_id}.png")
+        items.append({"id": item_id, "images": [f"images/{item_id}.png"], "gt_score": 5.0,
+                      "source_photo": path.name, "dist_type": "pristine", "level": 0, "ssim": 1.0})  # fmt: skip
+    for dist_type in spec.types:
+        for level, params in enumerate(level_params(dist_type, spec.levels), start=1):
             item_id = f"{path.stem}_{dist_type}_{level}"
             out = distort(photo, path.name, dist_type, params, seed)
             out.save(images / f"{item_id}.png")
             value = round(ssim(photo, out), 6)
+            label = ssim_to_label(value) if spec.labels == "ssim" else level_label(level, spec.levels)
             items.append({
-                "id": item_id, "images": [f"images/{item_id}.png"], "gt_score": ssim_to_label(value),
+                "id": item_id, "images": [f"images/{item_id}.png"], "gt_score": label,
                 "source_photo": path.name, "dist_type": dist_type, "level": level, "ssim": value,
             })  # fmt: skip
     return items
 
 
-def _card(name: str) -> dict:
+LABEL_DESCRIPTIONS = {
+    "ssim": f"SSIM against the original mapped to [1, 5] by 1 + 4 clip((ssim - {S0}) / (1 - {S0}), 0, 1)",
+    "level": "the distortion level: 5 - 4 k / n for level k of n (the undistorted photo, k = 0, is 5.0)",
+}
+
+
+def _card(name: str, spec: SetSpec) -> dict:
     return {
         "name": name,
         "label_file": "test.json",
@@ -167,8 +196,8 @@ def _card(name: str) -> dict:
         "lower_better": False,
         "description": (
             "Synthetic IQA test split built by qhawkeye.sample_data.synthetic: LIVE-Wild photos with graded "
-            f"noise, blur, JPEG and darkening. Labels are SYNTHETIC: SSIM against the original mapped to "
-            f"[1, 5] by 1 + 4 clip((ssim - {S0}) / (1 - {S0}), 0, 1); not human opinion scores."
+            f"{', '.join(spec.types)}. Labels are SYNTHETIC: {LABEL_DESCRIPTIONS[spec.labels]}; not human "
+            "opinion scores."
         ),
         "citation": (
             "Wang, Bovik, Sheikh, Simoncelli. Image quality assessment: from error visibility to structural "
@@ -190,42 +219,51 @@ def _stats(items: list[dict]) -> dict:
     return {"all": describe(labels), **{t: describe(v) for t, v in by_type.items()}}
 
 
-def _params(types, levels, test_fraction, seed, names: list[str]) -> dict:
-    table = {t: {"field": LEVEL_RANGES[t][0], "values": level_values(t, levels)} for t in types}
-    return {
-        "types": list(types), "levels": levels, "test_fraction": test_fraction, "seed": seed,
+def _params(spec: SetSpec, test_fraction, seed, names: list[str]) -> dict:
+    table = {t: {"field": LEVEL_RANGES[t][0], "values": level_values(t, spec.levels)} for t in spec.types}
+    params = {
+        "types": list(spec.types), "levels": spec.levels, "test_fraction": test_fraction, "seed": seed,
         "photos": names, "level_params": table, "s0": S0, "ssim_settings": SSIM_SETTINGS,
-        "luma": LUMA.tolist(), "pristine_included": False,
+        "luma": LUMA.tolist(), "pristine_included": spec.pristine,
     }  # fmt: skip
+    if spec.labels != "ssim":  # sets built before label kinds existed keep their recorded parameters
+        params["labels"] = spec.labels
+    return params
 
 
-def _check(types, levels: int, test_fraction: float, n_photos: int) -> None:
-    if not types:
+def _check(spec: SetSpec, test_fraction: float, n_photos: int) -> None:
+    if not spec.types:
         raise ValueError(f"types is empty; choose from {sorted(LEVEL_RANGES)}")
-    for t in types:
+    for t in spec.types:
         lookup(LEVEL_RANGES, t, "distortion type")
-    if len(set(types)) != len(types):
-        raise ValueError(f"types {list(types)} repeats a type")
-    if not 2 <= levels <= MAX_LEVELS:
-        raise ValueError(f"levels must be in [2, {MAX_LEVELS}], got {levels}")
+    if len(set(spec.types)) != len(spec.types):
+        raise ValueError(f"types {list(spec.types)} repeats a type")
+    if not 2 <= spec.levels <= MAX_LEVELS:
+        raise ValueError(f"levels must be in [2, {MAX_LEVELS}], got {spec.levels}")
+    if spec.labels not in LABEL_KINDS:
+        raise ValueError(f"labels must be one of {LABEL_KINDS}, got {spec.labels!r}")
+    if spec.pristine and spec.labels != "level":
+        raise ValueError(
+            "pristine items need labels='level' (under SSIM labels every pristine photo would be 5.0)"
+        )
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
     if not 2 <= n_photos <= len(sample_data.photos()):
         raise ValueError(f"photos must be in [2, {len(sample_data.photos())}] (the bundled photos)")
 
 
-def _write(tmp: Path, params: dict, types, levels, test_fraction, seed, paths: list[Path]) -> dict:
+def _write(tmp: Path, params: dict, spec: SetSpec, test_fraction, seed, paths: list[Path]) -> dict:
     """Build the whole set into the empty folder ``tmp``; returns the summary."""
     (tmp / "images").mkdir()
     train_names, test_names = split_photos([p.name for p in paths], test_fraction, seed)
-    items = {p.name: _items(p, types, levels, seed, tmp / "images") for p in paths}
+    items = {p.name: _items(p, spec, seed, tmp / "images") for p in paths}
     splits = {
         "train": [i for n in train_names for i in items[n]],
         "test": [i for n in test_names for i in items[n]],
     }
     for split, rows in splits.items():
         (tmp / f"{split}.json").write_text(json.dumps(rows, indent=1) + "\n")
-    card = _card(f"synthetic_ssim_test_seed{seed}")
+    card = _card(f"synthetic_{spec.labels}_test_seed{seed}", spec)
     (tmp / "card_test.yaml").write_text(yaml.safe_dump(card, sort_keys=False, width=100))
     shutil.copyfile(sample_data.license_path(), tmp / sample_data.LICENSE)
     summary = {
@@ -233,7 +271,7 @@ def _write(tmp: Path, params: dict, types, levels, test_fraction, seed, paths: l
         "items": {split: len(rows) for split, rows in splits.items()},
         "labels": _stats(splits["train"] + splits["test"]),
     }
-    (tmp / "README.md").write_text(_readme(params, summary))
+    (tmp / "README.md").write_text(_readme(params, summary, spec))
     write_json_atomic(tmp / META, {"params": params, "summary": summary})
     return summary
 
@@ -267,10 +305,14 @@ def make_synthetic_iqa(
     test_fraction: float = 0.25,
     seed: int = 0,
     photos: int | None = None,
+    labels: str = "ssim",
+    pristine: bool = False,
 ) -> dict:
     """Build (or reuse) the synthetic SSIM-labelled IQA set in ``out_dir``.
 
-    ``photos``: use only the first N bundled photos (default all 32). The set is built in a hidden temporary
+    ``photos``: use only the first N bundled photos (default all 32). ``labels``: ``ssim`` (fidelity to the
+    source photo, which a no-reference model cannot see) or ``level`` (the distortion's severity, visible in
+    the image: the learnability ladder's positive controls); ``pristine`` adds each undistorted photo. The set is built in a hidden temporary
     folder beside ``out_dir`` and renamed into place when complete, so ``out_dir`` never holds half a set; a
     complete set with the same parameters is reused, one with other parameters is refused.
 
@@ -278,11 +320,11 @@ def make_synthetic_iqa(
     (photos per split, items per split, label min/median/max overall and per type).
     """
     out = Path(out_dir)
-    types = tuple(types)
+    spec = SetSpec(tuple(types), levels, labels, pristine)
     paths = sample_data.photos()
-    _check(types, levels, test_fraction, len(paths) if photos is None else photos)
+    _check(spec, test_fraction, len(paths) if photos is None else photos)
     paths = paths[:photos] if photos is not None else paths
-    params = _params(types, levels, test_fraction, seed, [p.name for p in paths])
+    params = _params(spec, test_fraction, seed, [p.name for p in paths])
     summary = _existing(out, params)
     if summary is not None:
         logger.info("synthetic set: reusing %s", out)
@@ -290,7 +332,7 @@ def make_synthetic_iqa(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     try:
-        summary = _write(tmp, params, types, levels, test_fraction, seed, paths)
+        summary = _write(tmp, params, spec, test_fraction, seed, paths)
         if out.is_dir():
             out.rmdir()  # empty (checked above)
         os.replace(tmp, out)
@@ -301,7 +343,7 @@ def make_synthetic_iqa(
     return _result(out, summary, reused=False)
 
 
-def _readme(params: dict, summary: dict) -> str:
+def _readme(params: dict, summary: dict, spec: SetSpec) -> str:
     table = "\n".join(
         f"| {t} | {p['field']} | {', '.join(f'{v:g}' for v in p['values'])} |"
         for t, p in params["level_params"].items()
@@ -311,14 +353,15 @@ def _readme(params: dict, summary: dict) -> str:
         for t, s in summary["labels"].items()
     )
     return _README.format(
+        labels=_LABEL_TEXT[spec.labels].format(s0=S0, n_photos=len(params["photos"])),
         s0=S0, table=table, stats=stats, seed=params["seed"], n_photos=len(params["photos"]),
         train=", ".join(summary["photos"]["train"]), test=", ".join(summary["photos"]["test"]),
         n_train=summary["items"]["train"], n_test=summary["items"]["test"],
     )  # fmt: skip
 
 
-_README = """\
-# Synthetic IQA set (SSIM labels)
+_LABEL_TEXT = {
+    "ssim": """# Synthetic IQA set (SSIM labels)
 
 **The labels are synthetic, not human opinion scores.** Each image is one of {n_photos} real photographs
 (LIVE-Wild, see below and `LICENSE-LIVE-Challenge.txt`) distorted by a known type at a known level, and
@@ -326,7 +369,18 @@ its label `gt_score` is the SSIM (Wang et al., IEEE TIP 2004; luminance, 11x11 G
 between the distorted image and its original, mapped to [1, 5] (higher better) by
 `1 + 4 * clip((ssim - {s0}) / (1 - {s0}), 0, 1)`. SSIM measures fidelity to the source photo: the sources
 themselves range from poor to excellent in human ratings, and a label says nothing about that. Use this set
-to try the tools offline, not to report quality-assessment results.
+to try the tools offline, not to report quality-assessment results.""",
+    "level": """# Synthetic IQA set (distortion-level labels)
+
+**The labels are synthetic, not human opinion scores.** Each image is one of {n_photos} real photographs
+(LIVE-Wild, see below and `LICENSE-LIVE-Challenge.txt`) distorted by a known type at a known level, and
+its label `gt_score` is that level: `5 - 4 k / n` for level k of n, the undistorted photo (k = 0, if
+included) 5.0. Unlike SSIM against the source, the level is visible in the image itself, so a no-reference
+model can learn it: a positive control for training, not a quality benchmark.""",
+}
+
+_README = """\
+{labels}
 
 Built by `qhawkeye.sample_data.synthetic.make_synthetic_iqa` (seed {seed}); parameters in `synthetic.json`.
 

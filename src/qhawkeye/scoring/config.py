@@ -7,6 +7,8 @@ from typing import Literal
 
 from qhawkeye import prompts
 
+MODES = ("greedy", "sample", "expected")
+
 
 @dataclass
 class ScorerConfig:
@@ -25,8 +27,12 @@ class ScorerConfig:
     prompt_preset: str = field(
         default="qhawkeye", metadata={"help": f"prompt and parser, one of {sorted(prompts.PRESETS)}"}
     )
-    mode: Literal["greedy", "sample"] = field(
-        default="greedy", metadata={"help": "greedy (deterministic) or sample (mean of num_samples draws)"}
+    mode: Literal["greedy", "sample", "expected"] = field(
+        default="greedy",
+        metadata={
+            "help": "greedy (one deterministic answer), sample (mean of num_samples draws) or expected "
+            "(deterministic: greedy answer, score = expected value of its first digit's distribution)"
+        },
     )
     num_samples: int = field(default=8, metadata={"help": "draws per image in sample mode (k)"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature (sample mode)"})
@@ -53,8 +59,8 @@ class ScorerConfig:
     )
 
     def __post_init__(self):
-        if self.mode not in ("greedy", "sample"):
-            raise ValueError(f"mode must be 'greedy' or 'sample', got {self.mode!r}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.num_samples < 1 or self.batch_size < 1 or self.max_new_tokens < 1:
             raise ValueError("num_samples, batch_size and max_new_tokens must be >= 1")
         if self.mode == "sample" and self.temperature <= 0:

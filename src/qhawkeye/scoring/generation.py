@@ -53,13 +53,19 @@ class GenerationRequest:
 
 @dataclass
 class Generation:
-    """One answer: its text, why it stopped ("stop" or "length"), token counts, optional log-probs."""
+    """One answer: its text, why it stopped ("stop" or "length"), token counts, optional log-probs.
+
+    ``token_ids`` are the kept completion tokens; ``watched_logprobs`` (T, W) the log-probabilities of the
+    ``watch_token_ids`` asked for at every step, under the full (unfiltered) distribution.
+    """
 
     text: str
     finish_reason: str
     prompt_tokens: int
     completion_tokens: int
     logprobs: torch.Tensor | None = field(default=None, repr=False)
+    token_ids: list[int] = field(default_factory=list, repr=False)
+    watched_logprobs: torch.Tensor | None = field(default=None, repr=False)
 
 
 def filter_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
@@ -110,9 +116,18 @@ def _eos_ids(generation_config) -> set[int]:
 
 @torch.inference_mode()
 def generate_batch(
-    model, processor, requests: Sequence[GenerationRequest], generation_config, return_logprobs: bool = False
+    model,
+    processor,
+    requests: Sequence[GenerationRequest],
+    generation_config,
+    return_logprobs: bool = False,
+    watch_token_ids: Sequence[int] | None = None,
 ) -> list[Generation]:
-    """Answer several requests in one ``generate`` call (left padding); results in request order."""
+    """Answer several requests in one ``generate`` call (left padding); results in request order.
+
+    ``watch_token_ids``: also return, per row and step, the log-probabilities of these tokens (the
+    expected-score mode watches the score digits).
+    """
     texts = [
         processor.apply_chat_template(r.messages, add_generation_prompt=True, tokenize=False)
         for r in requests
@@ -128,7 +143,8 @@ def generate_batch(
         tokenizer.padding_side = side
     config = copy.deepcopy(generation_config)
     config.max_new_tokens = max(r.max_new_tokens for r in requests)
-    config.return_dict_in_generate, config.output_logits = True, return_logprobs
+    config.return_dict_in_generate = True
+    config.output_logits = return_logprobs or watch_token_ids is not None
     sampled = any(r.seed is not None for r in requests)
     out = model.generate(
         **batch,
@@ -137,6 +153,7 @@ def generate_batch(
     )
     new = out.sequences[:, batch["input_ids"].size(1) :]
     logprobs = _chosen_logprobs(new, out.logits) if return_logprobs else None
+    watched = _watched_logprobs(out.logits, watch_token_ids) if watch_token_ids is not None else None
     prompt_lengths = batch["attention_mask"].sum(dim=1).tolist()
     eos = _eos_ids(generation_config)
     results = []
@@ -147,8 +164,17 @@ def generate_batch(
         text = processor.tokenizer.decode(kept, skip_special_tokens=True)
         finish = "length" if end is None else "stop"
         row_logprobs = None if logprobs is None else logprobs[row, : len(kept)].cpu()
-        results.append(Generation(text, finish, int(prompt_lengths[row]), len(kept), row_logprobs))
+        row_watched = None if watched is None else watched[row, : len(kept)].cpu()
+        results.append(
+            Generation(text, finish, int(prompt_lengths[row]), len(kept), row_logprobs, kept, row_watched)
+        )
     return results
+
+
+def _watched_logprobs(logits: tuple[torch.Tensor, ...], token_ids: Sequence[int]) -> torch.Tensor:
+    """(B, T, W) log-probabilities of the watched tokens at every step."""
+    index = torch.tensor(list(token_ids), device=logits[0].device)
+    return torch.stack([step.float().log_softmax(-1)[:, index] for step in logits], dim=1)
 
 
 def _chosen_logprobs(new: torch.Tensor, logits: tuple[torch.Tensor, ...]) -> torch.Tensor:

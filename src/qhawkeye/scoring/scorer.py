@@ -13,6 +13,10 @@ parser are the ones training uses (``prompt_preset="qhawkeye"``); another preset
 checkpoint with its own prompt. Decoding is explicit:
 
 - ``greedy``: deterministic; one answer per image.
+- ``expected``: deterministic; the greedy answer, scored by the expected value of the model's distribution
+  over its first digit (1..5), as Q-Align reads its level tokens: continuous, so far fewer ranking ties than
+  greedy; ``std``/``uncertainty`` are that distribution's spread and ``digit_probs`` the distribution
+  (:mod:`qhawkeye.scoring.expected`).
 - ``sample``: ``num_samples`` draws per image at ``temperature``; the score is the mean of the parsed draws,
   ``std`` their population standard deviation and ``uncertainty`` the normalised variance UADO uses
   (``var / var_max`` with ``var_max = (5 - 1)^2 / 4``). Draws are seeded by the run seed and a hash
@@ -43,6 +47,7 @@ from PIL import Image
 from qhawkeye import SCORE_MAX, SCORE_MIN, prompts
 from qhawkeye.modeling import load_model, load_processor, resolve_model_path
 from qhawkeye.scoring.config import ScorerConfig
+from qhawkeye.scoring.expected import ScoreDigits, expected_score
 from qhawkeye.scoring.generation import Generation, GenerationRequest, generate_batch, row_seed
 
 logger = logging.getLogger(__name__)
@@ -75,6 +80,7 @@ class ScoreResult:
         n_parsed, n_draws: parsed answers out of the draws made.
         clipped: some parsed value lay outside [1, 5] and was clipped.
         draws: every draw in sample mode (text, score, error).
+        digit_probs: expected mode: the probabilities of the first digit 1..5 the score averages.
     """
 
     id: str
@@ -88,6 +94,7 @@ class ScoreResult:
     n_draws: int = 0
     clipped: bool = False
     draws: list[Draw] | None = None
+    digit_probs: list[float] | None = None
 
     @classmethod
     def unreadable(cls, id: str, error: str) -> ScoreResult:  # noqa: A002
@@ -101,8 +108,9 @@ class ScoreResult:
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
         out["parsed"] = self.parsed
-        if self.draws is None:
-            out.pop("draws")
+        for key in ("draws", "digit_probs"):
+            if out[key] is None:
+                out.pop(key)
         return out
 
 
@@ -180,6 +188,7 @@ class Scorer:
         self.device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model_path, self.model, self.processor = self._load(config)
         self.generation_config = self._generation_config()
+        self.digits = self._score_digits()
 
     @classmethod
     def from_loaded(cls, model, processor, config: ScorerConfig, name: str = "(in memory)") -> Scorer:
@@ -189,7 +198,13 @@ class Scorer:
         scorer.model, scorer.processor, scorer.model_path = model, processor, name
         scorer.device = next(model.parameters()).device
         scorer.generation_config = scorer._generation_config()
+        scorer.digits = scorer._score_digits()
         return scorer
+
+    def _score_digits(self) -> ScoreDigits | None:
+        if self.config.mode != "expected":
+            return None
+        return ScoreDigits.for_range(self.processor.tokenizer, *self.score_range)
 
     def _load(self, config: ScorerConfig):
         """(folder, model, processor); LoRA adapters are merged into their base model."""
@@ -307,9 +322,49 @@ class Scorer:
                 good.append(n)
             except UnreadableImage as err:
                 results[n] = ScoreResult.unreadable(keys[n], str(err))
+        if self.config.mode == "expected":
+            for n, result in zip(good, self._expected([keys[n] for n in good], decoded), strict=True):
+                results[n] = result
+            return results  # type: ignore[return-value]
         for n, draws in zip(good, self._draws([content_key(im) for im in decoded], decoded), strict=True):
             results[n] = summarise_draws(keys[n], draws, self.score_range)
         return results  # type: ignore[return-value]
+
+    def _expected(self, keys: Sequence[str], images: Sequence[Image.Image]) -> list[ScoreResult]:
+        """Expected mode: greedy answers, scored by their first digit's distribution."""
+        requests = [self.request(image) for image in images]
+        generations: list[Generation] = []
+        for start in range(0, len(requests), self.config.batch_size):
+            chunk = requests[start : start + self.config.batch_size]
+            generations += generate_batch(
+                self.model, self.processor, chunk, self.generation_config, watch_token_ids=self.digits.ids
+            )
+        results = []
+        tokenizer = self.processor.tokenizer
+        for key, gen in zip(keys, generations, strict=True):
+            parsed = self.preset.parser(gen.text)
+            exp = expected_score(
+                parsed, gen.text, gen.token_ids, gen.watched_logprobs, self.digits, tokenizer
+            )
+            if exp.score is None:
+                results.append(ScoreResult(key, None, "parse_failure", gen.text, exp.error, n_draws=1))
+                continue
+            results.append(
+                ScoreResult(
+                    key,
+                    exp.score,
+                    "ok",
+                    gen.text,
+                    None,
+                    exp.std,
+                    exp.uncertainty,
+                    1,
+                    1,
+                    parsed.clipped,
+                    digit_probs=list(exp.probs),
+                )  # fmt: skip
+            )
+        return results
 
     def score(self, image: str | Path | Image.Image, id: str | None = None) -> ScoreResult:  # noqa: A002
         """Score one image."""

@@ -221,7 +221,10 @@ class QHawkeyeConfig(GRPOConfig):
         default=200, metadata={"help": "Score at most this many held-out images (the first N)."}
     )
     quality_eval_mode: str = field(
-        default="greedy", metadata={"help": "Decoding for the quality evaluation: greedy or sample."}
+        default="greedy",
+        metadata={
+            "help": "Decoding for the quality evaluation: greedy, sample or expected (see qhawkeye score)."
+        },
     )
     quality_eval_num_samples: int = field(
         default=4, metadata={"help": "Draws per image when quality_eval_mode is sample (mean is the score)."}
@@ -272,8 +275,10 @@ class QHawkeyeConfig(GRPOConfig):
             raise ValueError(
                 "quality_eval_steps must be >= 0 and quality_eval_max_samples >= 3 (correlations)"
             )
-        if self.quality_eval_mode not in ("greedy", "sample"):
-            raise ValueError(f"quality_eval_mode must be greedy or sample, got {self.quality_eval_mode!r}")
+        if self.quality_eval_mode not in ("greedy", "sample", "expected"):
+            raise ValueError(
+                f"quality_eval_mode must be greedy, sample or expected, got {self.quality_eval_mode!r}"
+            )
         if self.entropy_coef != 0:
             raise ValueError(
                 "entropy_coef is TRL's entropy *bonus*; Q-Hawkeye's double entropy regularisation is pao_eta1/"

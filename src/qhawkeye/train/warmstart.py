@@ -9,7 +9,10 @@ a later GRPO run shows was learned from the reward, not from this step. Demo and
 from __future__ import annotations
 
 import logging
+import os
 import random
+import tempfile
+from pathlib import Path
 
 import torch
 
@@ -42,6 +45,38 @@ def format_warm_start(
 ) -> list[float]:
     """Fine-tune ``model`` in place on image-blind format targets; returns the per-step mean losses."""
     rng = random.Random(seed)
+    losses = _fine_tune(model, processor, steps, seed, lr, lambda: [
+        (image, random_target(rng)) for image in rng.choices(images, k=batch_size)
+    ])  # fmt: skip
+    logger.info("format warm start: loss %.3f -> %.3f over %d steps", losses[0], losses[-1], steps)
+    return losses
+
+
+def supervised_fine_tune(
+    model,
+    processor,
+    images: list,
+    labels: list[float],
+    steps: int,
+    batch_size: int = 8,
+    lr: float = 1e-3,
+    seed: int = 0,
+) -> list[float]:
+    """The supervised reference: fine-tune on the *true* labels as answers (an upper reference for what the
+    model can learn from these images; not the Q-Hawkeye method, which never sees a target answer)."""
+    rng = random.Random(seed)
+    pairs = list(zip(images, labels, strict=True))
+
+    def batch():
+        chosen = rng.choices(pairs, k=batch_size)
+        return [(image, random_target(rng).rsplit("<answer>", 1)[0] + f"<answer>{label:.2f}</answer>")
+                for image, label in chosen]  # fmt: skip
+
+    return _fine_tune(model, processor, steps, seed, lr, batch)
+
+
+def _fine_tune(model, processor, steps: int, seed: int, lr: float, batch) -> list[float]:
+    """AdamW on the answer tokens of ``batch()`` (a list of (image, target)) for ``steps`` steps."""
     torch.manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     model.train()
@@ -49,13 +84,50 @@ def format_warm_start(
     for _ in range(steps):
         optimizer.zero_grad()
         total = 0.0
-        for image in rng.choices(images, k=batch_size):
-            batch, labels = _example(processor, image, random_target(rng))
-            loss = model(**batch, labels=labels).loss / batch_size
+        examples = batch()
+        for image, target in examples:
+            inputs, labels = _example(processor, image, target)
+            loss = model(**inputs, labels=labels).loss / len(examples)
             loss.backward()
             total += loss.item()
         optimizer.step()
         losses.append(total)
     model.eval()
-    logger.info("format warm start: loss %.3f -> %.3f over %d steps", losses[0], losses[-1], steps)
     return losses
+
+
+def warm_start_folder(
+    base: str | Path,
+    images: list,
+    out_dir: str | Path,
+    steps: int = 150,
+    batch_size: int = 8,
+    lr: float = 3e-3,
+    seed: int = 0,
+) -> Path:
+    """Load ``base``, run :func:`format_warm_start` on ``images`` (the training images, unlabelled), save to
+    ``out_dir`` atomically; an existing complete ``out_dir`` is reused.
+
+    The targets never see a label, so the warm start may use the very images GRPO trains on: what it teaches
+    is the answer's format and its end (``<|im_end|>``), on the pictures the policy will see.
+    """
+    from qhawkeye.modeling import load_model, load_processor
+    from qhawkeye.provenance import write_json_atomic
+
+    out_dir = Path(out_dir)
+    if (out_dir / "config.json").is_file():
+        return out_dir
+    processor = load_processor(base)
+    model = load_model(base, dtype="float32")
+    losses = format_warm_start(model, processor, images, steps, batch_size, lr, seed)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}.") as tmp:
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        write_json_atomic(Path(tmp) / "warm_start.json", {
+            "base": str(base), "images": len(images), "steps": steps, "batch_size": batch_size, "lr": lr,
+            "seed": seed, "loss_first": losses[0], "loss_last": losses[-1],
+        })  # fmt: skip
+        os.replace(tmp, out_dir)
+        Path(tmp).mkdir()  # TemporaryDirectory's cleanup expects its folder to still exist
+    return out_dir
