@@ -85,3 +85,19 @@ def test_accelerate_configs_cover_ddp_zero2_zero3_fsdp():
     assert kinds["zero2"]["deepspeed_config"]["zero_stage"] == 2
     assert kinds["zero3"]["deepspeed_config"]["zero_stage"] == 3
     assert kinds["fsdp"]["distributed_type"] == "FSDP"
+
+
+def test_demo_trains_with_the_tiny_learning_recipe():
+    """The demo's GRPO settings are configs/train/tiny_learn.yaml's (the recipe the ladder measured)."""
+    from qhawkeye.demo import DemoConfig, train_config
+
+    recipe = yaml.safe_load(
+        (Path(__file__).resolve().parents[1] / "configs/train/tiny_learn.yaml").read_text()
+    )
+    demo = train_config(DemoConfig(), Path("data"), Path("out"), Path("warm"))
+    keys = ["num_generations", "per_device_train_batch_size", "gradient_accumulation_steps", "temperature", "beta",
+            "loss_type", "scale_rewards", "epsilon", "epsilon_high", "num_iterations", "learning_rate",
+            "lr_scheduler_type", "max_grad_norm", "reward_funcs", "accuracy_tau", "max_completion_length",
+            "max_steps", "uado_alpha", "pao_gamma", "pao_gamma_zero_epoch", "pao_eta1", "pao_eta2"]  # fmt: skip
+    assert {k: demo[k] for k in keys} == {k: recipe[k] for k in keys}
+    parse_dict({**recipe, "dataset_path": "x"})  # the recipe itself is a valid config

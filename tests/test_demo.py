@@ -22,22 +22,43 @@ def _strict(path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(280)
-def test_short_demo_writes_every_artefact_and_resumes(format_model_dir, tmp_path, capsys):
+def test_short_demo_writes_every_artefact_and_resumes(qh_home, tmp_path, capsys):
     out = tmp_path / "demo"
-    args = ["demo", "--out", str(out), "--photos", "8", "--steps", "2", "--eval-samples", "2"]
+    args = [
+        "demo",
+        "--out",
+        str(out),
+        "--photos",
+        "8",
+        "--steps",
+        "2",
+        "--warm-steps",
+        "20",
+        "--batch-size",
+        "8",
+    ]
     assert cli.main(args) == 0
     printed = capsys.readouterr().out
     assert "Q-Hawkeye GRPO" in printed and "report/README.md" in printed
 
     summary = _strict(out / "summary.json")
     report = (out / "report" / "README.md").read_text()
-    for needle in ("synthetic", "auto-accepted", "| warm start (format only) |", "| Q-Hawkeye GRPO |"):
+    for needle in (
+        "synthetic",
+        "auto-accepted",
+        "| warm start (format only) |",
+        "| Q-Hawkeye GRPO |",
+        "distortion level",
+        "expected mode",
+    ):
         assert needle in report
     for png in ("curves.png", "scatter_warm_start.png", "scatter_trained.png"):
         with Image.open(out / "report" / png) as img:
             assert img.size[0] > 100
     for name in ("warm_start", "trained"):
-        assert _strict(out / "eval" / name / "results.json")["decoding"]["mode"] == "sample"
+        assert _strict(out / "eval" / name / "results.json")["decoding"]["mode"] == "expected"
+    assert _strict(out / "eval" / "trained_greedy" / "results.json")["decoding"]["mode"] == "greedy"
+    assert _strict(out / "warm_start" / "warm_start.json")["steps"] == 20
     assert (out / "data" / "train_set" / "dataset_info.json").is_file()
 
     # the trained model's SRCC is recomputed from its own prediction file and the card's labels
@@ -46,7 +67,7 @@ def test_short_demo_writes_every_artefact_and_resumes(format_model_dir, tmp_path
     rows = [json.loads(x) for x in (out / "eval" / "trained" / "predictions" / f"{card.name}.jsonl").open()]
     pairs = [(r["score"], labels[r["id"]]) for r in rows if r["score"] is not None]
     trained = summary["trained"]
-    assert trained["n"] == len(pairs) and trained["n_total"] == len(labels) == 32  # 8 test photos x 4 types
+    assert trained["n"] == len(pairs) and trained["n_total"] == len(labels) == 10  # 2 test photos x 5 levels
     if trained["n"] >= 3 and np.std([p for p, _ in pairs]) > 0:
         assert trained["metrics"]["srcc"] == pytest.approx(stats.spearmanr(*zip(*pairs, strict=True))[0])
     assert summary["comparison"]["n_common"] <= min(trained["n"], summary["warm_start"]["n"])

@@ -229,7 +229,9 @@ def test_expected_mode_reads_the_first_digit_distribution(format_model_dir):
     for image, result in zip(images, results, strict=True):
         assert result.status == "ok" and len(result.digit_probs) == 5
         assert sum(result.digit_probs) == pytest.approx(1.0)
-        assert result.score == pytest.approx(sum(d * p for d, p in zip(range(1, 6), result.digit_probs)))
+        assert result.score == pytest.approx(
+            sum(d * p for d, p in zip(range(1, 6), result.digit_probs, strict=True))
+        )
         assert 1.0 <= result.score <= 5.0 and result.uncertainty == pytest.approx(result.std**2 / 4)
         answer = result.text.index("<answer>") + len("<answer>")
         prefix = result.text[:answer]

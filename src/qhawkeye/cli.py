@@ -65,13 +65,15 @@ def _cmd_demo(args) -> int:
     from qhawkeye.evaluate.demo_report import verdict
 
     summary = run_demo(dataclass_from_args(DemoConfig, args))
-    print("\nqhawkeye demo: held-out test images (synthetic SSIM labels, not human scores)")
-    print(f"{'model':28s} {'SRCC':>8s} {'PLCC':>8s} {'parsed':>8s}")
-    for name, key in (("warm start (format only)", "warm_start"), ("Q-Hawkeye GRPO", "trained")):
+    print(f"\nqhawkeye demo: held-out test images, {summary['task']} (synthetic labels, not human scores)")
+    print(f"{'model':32s} {'SRCC':>8s} {'PLCC':>8s} {'parsed':>8s}")
+    rows = (("warm start (format only)", "warm_start"), ("Q-Hawkeye GRPO", "trained"),
+            ("Q-Hawkeye GRPO, greedy", "trained_greedy"))  # fmt: skip
+    for name, key in rows:
         bench = summary[key]
         m = bench["metrics"]
         srcc, plcc = (float("nan") if v is None else v for v in (m["srcc"], m["plcc"]))
-        print(f"{name:28s} {srcc:8.3f} {plcc:8.3f} {bench['n']:4d}/{bench['n_total']}")
+        print(f"{name:32s} {srcc:8.3f} {plcc:8.3f} {bench['n']:4d}/{bench['n_total']}")
     print(verdict(summary["comparison"]))
     print(f"\nreport: {args.out}/report/README.md")
     return 0

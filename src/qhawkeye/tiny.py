@@ -216,7 +216,9 @@ def build_tiny_model(
         from qhawkeye.data.training_set import make_synthetic_pairs
         from qhawkeye.train.warmstart import format_warm_start as warm_start
 
-        warm_start(model, processor, make_synthetic_pairs(16, seed=seed + 1)["image"], seed=seed)
+        warm_start(
+            model, processor, make_synthetic_pairs(16, seed=seed + 1)["image"], seed=seed, think="fixed"
+        )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}.") as tmp:
         model.save_pretrained(tmp)

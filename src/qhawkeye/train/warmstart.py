@@ -23,10 +23,24 @@ logger = logging.getLogger(__name__)
 _WORDS = "sharp blurry noisy clean dark bright soft clear faded vivid grainy smooth detailed flat".split()
 
 
-def random_target(rng: random.Random) -> str:
-    """``<think>the image looks w1 and w2.</think><answer>x.xx</answer>`` with x drawn uniformly, image-blind."""
-    words = " and ".join(rng.sample(_WORDS, 2))
-    return f"<think>the image looks {words}.</think><answer>{rng.uniform(SCORE_MIN, SCORE_MAX):.2f}</answer>"
+FIXED_THINK = "I check the exposure, sharpness, noise and colours."
+THINK_STYLES = ("fixed", "random")
+
+
+def random_target(rng: random.Random, think: str = "random") -> str:
+    """``<think>..</think><answer>x.xx</answer>`` with x drawn uniformly, image-blind.
+
+    ``think="random"``: "the image looks w1 and w2." with two random words; ``"fixed"``: always
+    :data:`FIXED_THINK`. A tiny model's analysis carries no information either way; random words make every
+    GRPO rollout differ in tokens that have nothing to do with the score, and their advantage-weighted
+    gradients are noise that drowns the score's signal and, at a learning rate that learns, breaks the format
+    (benchmarks/RESULTS.md, learnability). The fixed sentence leaves the score as the only thing rollouts vary.
+    """
+    if think == "fixed":
+        analysis = FIXED_THINK
+    else:
+        analysis = f"the image looks {' and '.join(rng.sample(_WORDS, 2))}."
+    return f"<think>{analysis}</think><answer>{rng.uniform(SCORE_MIN, SCORE_MAX):.2f}</answer>"
 
 
 def _example(processor, image, target: str):
@@ -41,12 +55,21 @@ def _example(processor, image, target: str):
 
 
 def format_warm_start(
-    model, processor, images: list, steps: int = 60, batch_size: int = 8, lr: float = 3e-3, seed: int = 0
+    model,
+    processor,
+    images: list,
+    steps: int = 60,
+    batch_size: int = 8,
+    lr: float = 3e-3,
+    seed: int = 0,
+    think: str = "random",
 ) -> list[float]:
     """Fine-tune ``model`` in place on image-blind format targets; returns the per-step mean losses."""
+    if think not in THINK_STYLES:
+        raise ValueError(f"think must be one of {THINK_STYLES}, got {think!r}")
     rng = random.Random(seed)
     losses = _fine_tune(model, processor, steps, seed, lr, lambda: [
-        (image, random_target(rng)) for image in rng.choices(images, k=batch_size)
+        (image, random_target(rng, think)) for image in rng.choices(images, k=batch_size)
     ])  # fmt: skip
     logger.info("format warm start: loss %.3f -> %.3f over %d steps", losses[0], losses[-1], steps)
     return losses
@@ -69,7 +92,7 @@ def supervised_fine_tune(
 
     def batch():
         chosen = rng.choices(pairs, k=batch_size)
-        return [(image, random_target(rng).rsplit("<answer>", 1)[0] + f"<answer>{label:.2f}</answer>")
+        return [(image, f"<think>{FIXED_THINK}</think><answer>{label:.2f}</answer>")
                 for image, label in chosen]  # fmt: skip
 
     return _fine_tune(model, processor, steps, seed, lr, batch)
@@ -104,6 +127,7 @@ def warm_start_folder(
     batch_size: int = 8,
     lr: float = 3e-3,
     seed: int = 0,
+    think: str = "fixed",
 ) -> Path:
     """Load ``base``, run :func:`format_warm_start` on ``images`` (the training images, unlabelled), save to
     ``out_dir`` atomically; an existing complete ``out_dir`` is reused.
@@ -119,14 +143,14 @@ def warm_start_folder(
         return out_dir
     processor = load_processor(base)
     model = load_model(base, dtype="float32")
-    losses = format_warm_start(model, processor, images, steps, batch_size, lr, seed)
+    losses = format_warm_start(model, processor, images, steps, batch_size, lr, seed, think)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}.") as tmp:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
         write_json_atomic(Path(tmp) / "warm_start.json", {
             "base": str(base), "images": len(images), "steps": steps, "batch_size": batch_size, "lr": lr,
-            "seed": seed, "loss_first": losses[0], "loss_last": losses[-1],
+            "seed": seed, "think": think, "loss_first": losses[0], "loss_last": losses[-1],
         })  # fmt: skip
         os.replace(tmp, out_dir)
         Path(tmp).mkdir()  # TemporaryDirectory's cleanup expects its folder to still exist
