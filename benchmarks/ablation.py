@@ -57,21 +57,21 @@ def runs(rung: str, seeds: list[int], settings: list[str]) -> list:
 
 def table(results: list[dict], rung: str, seeds: list[int], settings: list[str]) -> str:
     srcc = {(r["arm"], r["tag"], r["seed"]): r["eval"]["expected"]["srcc"] for r in results}
+    done = {(r["arm"], r["tag"], r["seed"]) for r in results}
     lines = ["| setting | arm | seeds | SRCC (expected) [95% CI] | difference from GRPO, paired [95% CI] |",
              "|---|---|---:|---|---|"]  # fmt: skip
     for setting in settings:
         for arm in ARMS:
-            values, diffs = [], []
+            values, diffs, n = [], [], 0
             for seed in seeds:
                 run, base = run_for(rung, seed, setting, arm), run_for(rung, seed, setting, "GRPO")
+                n += (run.arm, run.tag, seed) in done
                 value, ref = srcc.get((run.arm, run.tag, seed)), srcc.get((base.arm, base.tag, seed))
                 values.append(value)
                 if value is not None and ref is not None:
                     diffs.append(value - ref)
             diff = "" if arm == "GRPO" else _cell(diffs)
-            lines.append(
-                f"| {setting} | {arm} | {sum(v is not None for v in values)} | {_cell(values)} | {diff} |"
-            )
+            lines.append(f"| {setting} | {arm} | {n} | {_cell(values)} | {diff} |")
     return "\n".join(lines)
 
 

@@ -54,7 +54,7 @@ ARMS = ("sft", "grpo", "qhawkeye")
 class Budget:
     """How much each arm gets. The RL arms' steps are GRPO optimizer steps of the recipe's batch."""
 
-    grpo_steps: int = 300
+    grpo_steps: int = 150
     sft_steps: int = 150
     warm_steps: int = 150
     photos: int | None = None

@@ -203,3 +203,33 @@ def test_uado_weights_follow_parsed_scores(format_model_dir, paired_dataset_dir,
     ).repeat_interleave(4)
     torch.testing.assert_close(on["advantages"], off["advantages"] * w)
     assert trainer._metrics["train"]["qhawkeye/uado_weight"][-1] == pytest.approx(w.mean().item(), abs=1e-6)
+
+
+def test_each_completion_meets_its_own_image_and_label(format_model_dir, paired_dataset_dir, tmp_path):
+    """The reward sees, for completion i, the label of the row whose image generated it (rows of 3 images with
+    different labels, each repeated G times); the pixels the loss uses for completion i are that image's."""
+    from qhawkeye.modeling import load_model, load_processor
+    from qhawkeye.rewards import get_reward_funcs
+
+    seen = []
+
+    def recorder(completions, gt_score, group_id, **kwargs):
+        seen.extend(zip(group_id, gt_score, strict=True))
+        return [0.0] * len(completions)
+
+    config = make_config(tmp_path, use_uado=False, use_pao=False, per_device_train_batch_size=12)
+    trainer = make_trainer(format_model_dir, paired_dataset_dir, config)
+    trainer = QHawkeyeGRPOTrainer(
+        model=load_model(format_model_dir, dtype="float32"), processing_class=load_processor(format_model_dir),
+        reward_funcs=[recorder, *get_reward_funcs(["accuracy"], 0.3)], args=config,
+        train_dataset=trainer.train_dataset,
+    )  # fmt: skip
+    rows = [dict(trainer.train_dataset[i]) for i in (5, 0, 3) for _ in range(4)]
+    assert len({r["gt_score"] for r in rows}) == 3
+    out = trainer._generate_and_score_completions(rows)
+    assert seen == [(r["group_id"], r["gt_score"]) for r in rows]
+    image_processor = trainer.processing_class.image_processor
+    per_row = torch.split(out["pixel_values"], out["image_grid_thw"].prod(-1).tolist())
+    for row, pixels in zip(rows, per_row, strict=True):
+        own = image_processor(images=[row["image"]], return_tensors="pt")["pixel_values"]
+        torch.testing.assert_close(pixels, own)

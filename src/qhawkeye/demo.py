@@ -30,7 +30,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from qhawkeye.provenance import write_json_atomic
+from qhawkeye.provenance import json_safe, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -258,6 +258,7 @@ def run_demo(config: DemoConfig | None = None, progress: bool = True) -> dict:
                                               "image": str(items[0].image)},
         "timings_s": timings, "decoding": trained["decoding"],
     }  # fmt: skip
+    summary = json_safe(summary)  # an undefined comparison (nothing parsed) is null, not NaN
     write_json_atomic(out / "summary.json", summary)
     write_demo_report(summary, history, out)
     return summary

@@ -213,12 +213,16 @@ def build_tiny_model(
     processor = build_processor(tokenizer)
     model = build_model(tokenizer, spec, seed)
     if format_warm_start:
+        from qhawkeye import sample_data
         from qhawkeye.data.training_set import make_synthetic_pairs
+        from qhawkeye.scoring.scorer import load_image
         from qhawkeye.train.warmstart import format_warm_start as warm_start
 
-        warm_start(
-            model, processor, make_synthetic_pairs(16, seed=seed + 1)["image"], seed=seed, think="fixed"
-        )
+        # synthetic pictures and the bundled real photos (unlabelled): the format must hold on both kinds
+        images = make_synthetic_pairs(16, seed=seed + 1)["image"] + [
+            load_image(p) for p in sample_data.photos()
+        ]
+        warm_start(model, processor, images, steps=150, seed=seed, think="fixed")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}.") as tmp:
         model.save_pretrained(tmp)
