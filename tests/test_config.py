@@ -101,3 +101,27 @@ def test_demo_trains_with_the_tiny_learning_recipe():
             "max_steps", "uado_alpha", "pao_gamma", "pao_gamma_zero_epoch", "pao_eta1", "pao_eta2"]  # fmt: skip
     assert {k: demo[k] for k in keys} == {k: recipe[k] for k in keys}
     parse_dict({**recipe, "dataset_path": "x"})  # the recipe itself is a valid config
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "what"),
+    [
+        ("use_pao", "false", "true or false"),  # a quoted boolean would be truthy
+        ("max_steps", 1.5, "an integer"),
+        ("learning_rate", "fast", "a number"),
+        ("reward_funcs", "accuracy", "a list of str"),
+        ("output_dir", 3, "a string"),
+    ],
+)
+def test_wrong_types_name_the_field(key, value, what):
+    with pytest.raises(ValueError, match=rf"field '{key}' must be {what}"):
+        parse_dict({"output_dir": "x", **CPU, key: value})
+
+
+def test_yaml_exponent_strings_are_numbers(tmp_path):
+    from qhawkeye.cli import _parse_override
+
+    key, value = _parse_override("learning_rate=1e-4")
+    assert value == "1e-4"  # YAML 1.1: a string ...
+    _, _, config = parse_dict({"output_dir": "x", **CPU, key: value, "pao_gamma": "2.5E-3"})
+    assert config.learning_rate == 1e-4 and config.pao_gamma == 2.5e-3  # ... taken as the number it spells

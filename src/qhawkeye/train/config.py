@@ -9,6 +9,9 @@ A YAML recipe is one flat mapping over the fields of the three dataclasses; unkn
 from __future__ import annotations
 
 import difflib
+import re
+import types
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -314,6 +317,61 @@ def parse_config(
     return parse_dict(values, source=str(path))
 
 
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+
+
+def _field_types() -> dict[str, object]:
+    hints = {}
+    for cls in CONFIG_CLASSES:
+        hints.update(typing.get_type_hints(cls))
+    return hints
+
+
+def _strict(name: str, value, hint, source: str):
+    """``value`` checked (and a YAML-1.1 string like "1e-4" made a float) against a simple field type; other
+    types (enums, dicts, unions of several kinds) are left to HfArgumentParser."""
+    args = (
+        set(typing.get_args(hint)) if typing.get_origin(hint) in (typing.Union, types.UnionType) else {hint}
+    )
+    if value is None and type(None) in args:
+        return value
+    simple = args - {type(None)}
+    if len(simple) != 1:
+        return value
+    (kind,) = simple
+
+    def fail(what: str):
+        raise ValueError(
+            f"{source}: field {name!r} must be {what}, got {value!r} ({type(value).__name__}). Write it without "
+            "quotes, e.g. `--set use_pao=false` or `learning_rate: 1.0e-4`; see `qhawkeye train --list-fields`."
+        )
+
+    if kind is bool:
+        return value if isinstance(value, bool) else fail("true or false")
+    if kind is int:
+        return value if isinstance(value, int) and not isinstance(value, bool) else fail("an integer")
+    if kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):  # YAML 1.1 reads 1e-4 as a string
+            return float(value)
+        return fail("a number")
+    if kind is str:
+        return value if isinstance(value, str) else fail("a string")
+    if typing.get_origin(kind) is list and typing.get_args(kind) in ((str,), (float,)):
+        item = typing.get_args(kind)[0]
+        if not isinstance(value, list):
+            return fail(f"a list of {item.__name__}")
+        return [_strict(f"{name}[{n}]", v, item, source) for n, v in enumerate(value)]
+    return value
+
+
+def check_types(values: dict, source: str = "config") -> dict:
+    """Every value of a simple field type checked at parse time (a wrong type names the field)."""
+    hints = _field_types()
+    return {k: _strict(k, v, hints[k], source) if k in hints else v for k, v in values.items()}
+
+
 def parse_dict(values: dict, source: str = "config") -> tuple[ModelArguments, DataArguments, QHawkeyeConfig]:
     """Like :func:`parse_config`, from a dict."""
     keys = known_keys()
@@ -324,7 +382,7 @@ def parse_dict(values: dict, source: str = "config") -> tuple[ModelArguments, Da
             close = difflib.get_close_matches(key, keys, n=1)
             hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
         raise ValueError(
-            f"{source}: unknown config field(s): {', '.join(hints)}. See `qhawkeye train --help-fields`."
+            f"{source}: unknown config field(s): {', '.join(hints)}. See `qhawkeye train --list-fields`."
         )
     parser = HfArgumentParser(CONFIG_CLASSES)
-    return parser.parse_dict(values, allow_extra_keys=False)
+    return parser.parse_dict(check_types(values, source), allow_extra_keys=False)
