@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -262,3 +263,27 @@ def test_token_index_at_maps_characters_to_tokens(format_model_dir):
     index = token_index_at(tokenizer, ids, parsed.digit_at)
     assert tokenizer.decode([ids[index]]) == "3"
     assert token_index_at(tokenizer, ids, 10_000) is None
+
+
+@pytest.mark.parametrize("cut", ["inside_text", "after_newline_in_text", "mid_id"])
+def test_csv_resume_after_a_torn_row_neither_loses_nor_duplicates(tmp_path, cut):
+    """Answer texts may hold newlines: a CSV row torn inside its quoted text must be dropped whole."""
+    import csv
+
+    from qhawkeye.scoring.scorer import ScoreResult
+
+    out = tmp_path / "scores.csv"
+    first = ResultFile(out, {"model": "m"})
+    first.append([ScoreResult("a.png", 3.0, "ok", "<think>line one\nline two</think><answer>3</answer>")],
+                 {"a.png": Path("a.png")})  # fmt: skip
+    torn = {"inside_text": 'b.png,b.png,,"<think>half', "after_newline_in_text": 'b.png,b.png,,"<think>x\n',
+            "mid_id": "b.p"}[cut]  # fmt: skip
+    with out.open("a", newline="") as f:
+        f.write(torn)
+    again = ResultFile(out, {"model": "m"})
+    assert set(again.done) == {"a.png"}
+    again.append([ScoreResult("b.png", 4.0, "ok", "<answer>4</answer>")], {"b.png": Path("b.png")})
+    with out.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["id"] for r in rows] == ["a.png", "b.png"]
+    assert rows[0]["text"] == "<think>line one\nline two</think><answer>3</answer>"

@@ -118,7 +118,10 @@ class ResultFile:
     def _load_done(self) -> dict[str, dict]:
         if not self.path.exists():
             return {}
-        _cut_partial_line(self.path)
+        if self.fmt == "csv":
+            _cut_partial_csv_record(self.path)
+        else:
+            _cut_partial_line(self.path)
         with self.path.open(newline="") as f:
             if self.fmt == "csv":
                 rows = list(csv.DictReader(f))
@@ -151,3 +154,19 @@ def _cut_partial_line(path: Path) -> None:
     if data and not data.endswith(b"\n"):
         with path.open("r+b") as f:
             f.truncate(data.rfind(b"\n") + 1)
+
+
+def _cut_partial_csv_record(path: Path) -> None:
+    """Truncate a CSV file after its last complete record. A record ends at a newline *outside* quotes: an
+    answer text may hold newlines, so a writer killed inside a quoted field leaves a newline that is not a
+    record's end (cutting at it would leave half a row to be read as a scored image, or to swallow the next)."""
+    data = path.read_bytes()
+    inside, end = False, 0
+    for i, byte in enumerate(data):  # UTF-8 never uses the bytes of '"' or '\n' inside a character
+        if byte == 0x22:
+            inside = not inside  # an escaped quote ("") toggles twice
+        elif byte == 0x0A and not inside:
+            end = i + 1
+    if end < len(data):
+        with path.open("r+b") as f:
+            f.truncate(end)
