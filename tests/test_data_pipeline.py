@@ -236,3 +236,24 @@ def test_several_sources_build_into_one_set_and_cli_dry_run(source, tmp_path, ca
         == 1
     )  # fmt: skip  (no --mos-range)
     assert "mos-range" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("noise_std", -5.0), ("blur_radius", 0.0), ("jpeg_quality", 0), ("jpeg_quality", 120), ("jpeg_passes", 0),
+     ("darken_factor", 1.5), ("darken_factor", -0.1)],
+)  # fmt: skip
+def test_out_of_range_degradation_parameters_are_refused(field, value):
+    from qhawkeye.data.pairs import DegradeConfig
+
+    with pytest.raises(ValueError, match=rf"{field} = {value!r} must be"):
+        DegradeConfig(**{field: value})
+
+
+def test_empty_label_file_is_an_error_and_writes_nothing(source, tmp_path):
+    (source / "meta.json").write_text("[]")
+    with pytest.raises(ValueError, match=r"meta.json holds no rows: nothing to ingest"):
+        _ingest(source, tmp_path / "ingest")
+    assert not (tmp_path / "ingest").exists()
+    assert cli.main(["data", "ingest", "--labels", str(source / "meta.json"), "--mos-range", "0", "100",
+                     "--data-root", str(source), "--out", str(tmp_path / "ingest")]) != 0  # fmt: skip

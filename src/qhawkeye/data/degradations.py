@@ -26,6 +26,18 @@ class DegradationParams:
     jpeg_passes: int
     darken_factor: float
 
+    def __post_init__(self):
+        checks = [
+            ("noise_std", self.noise_std > 0, "> 0 (a std on the 0-255 scale)"),
+            ("blur_radius", self.blur_radius > 0, "> 0 (pixels)"),
+            ("jpeg_quality", 1 <= self.jpeg_quality <= 95, "in [1, 95] (Pillow's useful range; lower is worse)"),
+            ("jpeg_passes", self.jpeg_passes >= 1, ">= 1"),
+            ("darken_factor", 0 < self.darken_factor < 1, "in (0, 1) (a brightness factor; 1 changes nothing)"),
+        ]
+        for name, ok, rule in checks:
+            if not ok:
+                raise ValueError(f"degradation parameter {name} = {getattr(self, name)!r} must be {rule}")
+
 
 FIRST = DegradationParams(noise_std=45.0, blur_radius=2.0, jpeg_quality=5, jpeg_passes=3, darken_factor=0.6)
 SECOND = DegradationParams(noise_std=65.0, blur_radius=4.0, jpeg_quality=5, jpeg_passes=3, darken_factor=0.5)

@@ -127,7 +127,11 @@ def run_ingest(config: IngestConfig, out: str | Path, progress: bool = True, dry
     if problems:
         summary["skipped"] = problems
         logger.warning("skipping %d bad rows:\n  %s", len(problems), "\n  ".join(problems))
-    if dry_run or not items:
+    if not items:
+        what = "holds no rows" if not problems else "has no usable row (every row was bad and skipped)"
+        raise ValueError(f"{card.label_file} {what}: nothing to ingest. Point --labels at the label file of "
+                         "the images (DeQA-Score JSON, JSONL or CSV with a score column).")  # fmt: skip
+    if dry_run:
         return {**summary, "dry_run": dry_run}
     out = prepare_stage_dir(out, "ingest")
     params = {"card": card.name, "label_file": str(card.label_file), "mos_range": list(card.mos_range),

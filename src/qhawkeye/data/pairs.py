@@ -54,6 +54,9 @@ class DegradeConfig:
             get_degradation(name)  # did-you-mean on a typo
         if not self.degradations:
             raise ValueError("degradations must not be empty")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        self.params()  # range checks of every strength, named
 
     def params(self) -> DegradationParams:
         return DegradationParams(self.noise_std, self.blur_radius, self.jpeg_quality, self.jpeg_passes,
