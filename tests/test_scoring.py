@@ -287,3 +287,18 @@ def test_csv_resume_after_a_torn_row_neither_loses_nor_duplicates(tmp_path, cut)
         rows = list(csv.DictReader(f))
     assert [r["id"] for r in rows] == ["a.png", "b.png"]
     assert rows[0]["text"] == "<think>line one\nline two</think><answer>3</answer>"
+
+
+def test_manifest_and_score_file_errors_name_file_and_line(tmp_path):
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text('{"image": "a.png"}\n\n{"image": "b.png"}\n{"image": "c.png", oops}\n')
+    with pytest.raises(ValueError, match=r"m\.jsonl: line 4 is not valid JSON"):
+        collect_inputs([manifest])
+    manifest.write_text('{"image": "a.png"}\n\n{"id": "x"}\n')
+    with pytest.raises(ValueError, match=r"m\.jsonl: line 3 has no image path"):
+        collect_inputs([manifest])
+    out = tmp_path / "scores.jsonl"
+    ResultFile(out, {"model": "m"})
+    out.write_text('{"id": "a", "score": 3}\n{"id": "b", "sc\x00ore": }\n{"id": "c"}\n')
+    with pytest.raises(ValueError, match=r"scores\.jsonl: line 2 is not valid JSON"):
+        ResultFile(out, {"model": "m"})

@@ -30,9 +30,17 @@ class DegradationParams:
         checks = [
             ("noise_std", self.noise_std > 0, "> 0 (a std on the 0-255 scale)"),
             ("blur_radius", self.blur_radius > 0, "> 0 (pixels)"),
-            ("jpeg_quality", 1 <= self.jpeg_quality <= 95, "in [1, 95] (Pillow's useful range; lower is worse)"),
+            (
+                "jpeg_quality",
+                1 <= self.jpeg_quality <= 95,
+                "in [1, 95] (Pillow's useful range; lower is worse)",
+            ),
             ("jpeg_passes", self.jpeg_passes >= 1, ">= 1"),
-            ("darken_factor", 0 < self.darken_factor < 1, "in (0, 1) (a brightness factor; 1 changes nothing)"),
+            (
+                "darken_factor",
+                0 < self.darken_factor < 1,
+                "in (0, 1) (a brightness factor; 1 changes nothing)",
+            ),
         ]
         for name, ok, rule in checks:
             if not ok:

@@ -61,28 +61,43 @@ def collect_inputs(paths: Sequence[str | Path]) -> list[InputItem]:
 
 
 def read_manifest(path: Path) -> list[InputItem]:
-    """Items of a JSON list or JSONL manifest (see the module docstring for the accepted row shapes)."""
+    """Items of a JSON list or JSONL manifest (see the module docstring for the accepted row shapes).
+
+    Errors name the file and the row (JSON: "row N", counted from 1) or the line (JSONL: "line N" of the file).
+    """
     text = path.read_text()
+    if path.suffix.lower() != ".json":
+        return [_manifest_item(path, where, row) for where, row in _jsonl_rows(path, text)]
     try:
-        rows = (
-            json.loads(text)
-            if path.suffix.lower() == ".json"
-            else [json.loads(line) for line in text.splitlines() if line.strip()]
-        )
+        rows = json.loads(text)
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON ({err})") from err
     if not isinstance(rows, list):
         raise ValueError(f"{path}: expected a JSON list of objects")
-    return [_manifest_item(path, n, row) for n, row in enumerate(rows)]
+    return [_manifest_item(path, f"row {n}", row) for n, row in enumerate(rows, start=1)]
 
 
-def _manifest_item(path: Path, n: int, row) -> InputItem:
+def _jsonl_rows(path: Path, text: str) -> list[tuple[str, object]]:
+    rows = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append((f"line {lineno}", json.loads(line)))
+        except json.JSONDecodeError as err:
+            raise ValueError(
+                f"{path}: line {lineno} is not valid JSON ({err.msg}, column {err.colno})"
+            ) from err
+    return rows
+
+
+def _manifest_item(path: Path, where: str, row) -> InputItem:
     if not isinstance(row, dict):
-        raise ValueError(f"{path}: row {n} is not an object")
+        raise ValueError(f"{path}: {where} is not an object")
     image = row.get("images", [None])[0] if isinstance(row.get("images"), list) else None
     image = image or row.get("image") or row.get("path")
     if not isinstance(image, str):
-        raise ValueError(f'{path}: row {n} has no image path (give "images": [path], "image" or "path")')
+        raise ValueError(f'{path}: {where} has no image path (give "images": [path], "image" or "path")')
     file = Path(image) if Path(image).is_absolute() else path.parent / image
     return InputItem(str(row.get("id", image)), file)
 
@@ -126,7 +141,13 @@ class ResultFile:
             if self.fmt == "csv":
                 rows = list(csv.DictReader(f))
             else:
-                rows = [json.loads(line) for line in f if line.strip()]
+                rows = [row for _, row in _jsonl_rows(self.path, f.read())]
+        for n, row in enumerate(rows, start=1):
+            if not isinstance(row, dict) or "id" not in row:
+                raise ValueError(
+                    f"{self.path}: record {n} has no id: not a qhawkeye score file, or damaged; move it aside "
+                    "and rerun (the sidecar .run.json goes with it)"
+                )
         return {str(row["id"]): row for row in rows}
 
     def append(self, results: Iterable[ScoreResult], paths: dict[str, Path]) -> None:
