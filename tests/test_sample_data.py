@@ -185,3 +185,19 @@ def test_other_seed_gives_other_split_and_bad_arguments_say_what_to_do(tmp_path)
         with pytest.raises(ValueError, match=message):
             make_synthetic_iqa(tmp_path / "bad", **kwargs)
     assert not (tmp_path / "bad").exists()
+
+
+def test_atomic_outputs_get_the_users_umask_not_mkstemps_0600(tmp_path):
+    import os
+    import stat
+
+    from qhawkeye.provenance import write_json_atomic
+
+    old = os.umask(0o022)
+    try:
+        write_json_atomic(tmp_path / "a.json", {"x": 1})
+        built = make_synthetic_iqa(tmp_path / "set", photos=2, levels=2, types=("blur",))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
+    assert stat.S_IMODE(built["out_dir"].stat().st_mode) == 0o755

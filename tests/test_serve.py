@@ -223,6 +223,7 @@ BAD_CHATS = [
     (_with_url("/etc/passwd"), 403, "path_outside_root"),
     (_with_url(_data_url(os.urandom(LIMITS["--max-image-bytes"] + 10))), 413, "image_too_large"),
     (_with_url(_data_url(_png((400, 400)))), 413, "too_many_pixels"),
+    (_chat_body(messages=[{"role": "user", "content": "x" * 40_000}]), 413, "prompt_too_long"),
 ]
 
 
@@ -388,3 +389,23 @@ def test_config_from_flags_and_environment(tmp_path, monkeypatch):
         ServeConfig(max_batch_size=0)
     with pytest.raises(ValueError, match="not a folder"):
         ServeConfig(image_root=str(tmp_path / "nope"))
+
+
+def test_loopback_server_refuses_other_host_headers(server):
+    """DNS rebinding: a page on another origin that resolves its name to 127.0.0.1 sends its own Host."""
+    conn = http.client.HTTPConnection(server.url.removeprefix("http://"), timeout=30)
+    try:
+        for host, expected in (("evil.example", 400), ("localhost", 200)):
+            conn.request("GET", "/health", headers={"Host": host})
+            resp = conn.getresponse()
+            resp.read()
+            assert resp.status == expected, host
+    finally:
+        conn.close()
+
+
+def test_network_bind_without_a_key_is_refused():
+    with pytest.raises(ValueError, match="reachable from the network and no api_key"):
+        ServeConfig(host="0.0.0.0")
+    assert ServeConfig(host="0.0.0.0", api_key="k").api_key == "k"
+    assert not ServeConfig(host="0.0.0.0", allow_unauthenticated_network=True).is_loopback

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qhawkeye import prompts, settings
+from qhawkeye.provenance import umask_mode
 
 logger = logging.getLogger(__name__)
 
@@ -225,6 +226,7 @@ def build_tiny_model(
         warm_start(model, processor, images, steps=150, seed=seed, think="fixed")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}.") as tmp:
+        os.chmod(tmp, umask_mode(directory=True))
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
         os.replace(tmp, out_dir)

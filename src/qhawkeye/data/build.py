@@ -24,6 +24,7 @@ from pathlib import Path
 
 from qhawkeye import prompts
 from qhawkeye.data.manifest import read_records
+from qhawkeye.provenance import umask_mode
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +122,7 @@ def _save(records: list[dict], out: Path) -> None:
     })  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    os.chmod(tmp, umask_mode(directory=True))
     try:
         data = Dataset.from_generator(_rows, gen_kwargs={"records": records}, features=features,
                                       cache_dir=str(tmp / "cache"))  # fmt: skip

@@ -28,7 +28,7 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from qhawkeye.provenance import write_json_atomic
+from qhawkeye.provenance import umask_mode, write_json_atomic
 
 MANIFEST = "manifest.jsonl"
 STAGE = "stage.json"
@@ -96,6 +96,7 @@ def write_records(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{MANIFEST}.", suffix=".tmp")
+    os.chmod(tmp, umask_mode())
     try:
         with os.fdopen(fd, "w") as f:
             for record in records:

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from qhawkeye.data.degradations import FIRST, SECOND, DegradationParams, degrade, get_degradation
 from qhawkeye.data.manifest import begin_stage, read_records, write_records
+from qhawkeye.provenance import umask_mode
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ def _file_name(group_id: str) -> str:
 
 def _save_atomic(img: Image.Image, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.chmod(tmp, umask_mode())
     os.close(fd)
     try:
         img.save(tmp, format="PNG")

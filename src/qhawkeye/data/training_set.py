@@ -20,6 +20,7 @@ from PIL import Image
 
 from qhawkeye import SCORE_MAX, SCORE_MIN, prompts
 from qhawkeye.data.degradations import DEGRADATIONS, degrade
+from qhawkeye.provenance import umask_mode
 
 logger = logging.getLogger(__name__)
 
@@ -176,6 +177,7 @@ def save_synthetic_training_set(out_dir: str | Path, n: int = 16, seed: int = 0,
     data = data.map(lambda _: {"prompt": messages})
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    os.chmod(tmp, umask_mode(directory=True))
     try:
         data.save_to_disk(str(tmp))
         os.replace(tmp, out_dir)

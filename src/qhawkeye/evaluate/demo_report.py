@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 from qhawkeye.evaluate import report
+from qhawkeye.provenance import umask_mode
 
 CURVES = ("reward", "rewards/accuracy_reward/mean", "qhawkeye/kl_prcp", "qhawkeye/uado_weight",
           "qhawkeye/entropy_orig", "qhawkeye/parse_failure_rate")  # fmt: skip
@@ -122,6 +123,7 @@ def render(summary: dict) -> str:
 
 def _atomic_text(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.chmod(tmp, umask_mode())
     with os.fdopen(fd, "w") as f:
         f.write(text)
     os.replace(tmp, path)

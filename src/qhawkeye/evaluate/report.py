@@ -22,6 +22,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from qhawkeye.evaluate.metrics import LogisticFitError, MetricSet, compute_metrics, fit_logistic_4, logistic_4
+from qhawkeye.provenance import umask_mode
 
 logger = logging.getLogger(__name__)
 
@@ -310,6 +311,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
     """Write via a temporary file in the same folder and ``os.replace`` (creating the folder if needed)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.chmod(tmp, umask_mode())
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)

@@ -56,7 +56,7 @@ from PIL import Image
 
 from qhawkeye import sample_data
 from qhawkeye.data.degradations import FIRST, DegradationParams, degrade
-from qhawkeye.provenance import write_json_atomic
+from qhawkeye.provenance import umask_mode, write_json_atomic
 from qhawkeye.registry import lookup
 
 logger = logging.getLogger(__name__)
@@ -331,6 +331,7 @@ def make_synthetic_iqa(
         return _result(out, summary, reused=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    os.chmod(tmp, umask_mode(directory=True))
     try:
         summary = _write(tmp, params, spec, test_fraction, seed, paths)
         if out.is_dir():

@@ -143,6 +143,10 @@ def build_app(scorer: Scorer, config: ServeConfig) -> FastAPI:
         await run_in_threadpool(worker.stop, config.shutdown_timeout_s)
 
     app = FastAPI(title="qhawkeye", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    if config.is_loopback:  # DNS rebinding: a page elsewhere must not reach a loopback server by another name
+        from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", "[::1]", "::1"])
     _add_error_handlers(app)
     auth = [Depends(server.check_key)]
     app.add_api_route("/health", server.health, methods=["GET"])
@@ -299,6 +303,15 @@ class _Handlers:
             )
         parts = [p for m in body.messages if not isinstance(m.content, str) for p in m.content]
         self._check_image_count(sum(isinstance(p, ImagePart) for p in parts))
+        chars = sum(len(m.content) for m in body.messages if isinstance(m.content, str))
+        chars += sum(len(p.text) for p in parts if isinstance(p, TextPart))
+        if chars > self.config.max_prompt_chars:
+            raise ApiError(
+                413,
+                f"the messages hold {chars} characters of text, over the server's limit of "
+                f"{self.config.max_prompt_chars}; send a shorter prompt",
+                "prompt_too_long",
+            )
 
     def _check_image_count(self, count: int) -> None:
         if count > self.config.max_images_per_request:

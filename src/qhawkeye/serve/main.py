@@ -41,6 +41,17 @@ class ServeConfig:
         metadata={"help": "address to bind; 0.0.0.0 exposes the server to the network (then set an api_key)"},
     )
     port: int = field(default=8000, metadata={"help": "TCP port to listen on"})
+    allow_unauthenticated_network: bool = field(
+        default=False,
+        metadata={
+            "help": "serve on a non-loopback address without an api_key (anyone who can reach the address "
+            "can use the model); without this flag that is refused"
+        },
+    )
+    max_prompt_chars: int = field(
+        default=32_000,
+        metadata={"help": "largest amount of text a chat request's messages may hold (413 above)"},
+    )
     api_key: str | None = field(
         default=None,
         metadata={
@@ -106,7 +117,8 @@ class ServeConfig:
     )
 
     def __post_init__(self):
-        positive = ("max_body_bytes", "max_image_bytes", "max_image_pixels", "max_images_per_request")
+        positive = ("max_body_bytes", "max_image_bytes", "max_image_pixels", "max_images_per_request",
+                    "max_prompt_chars")  # fmt: skip
         for name in (*positive, "max_batch_size", "max_queue"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -118,8 +130,17 @@ class ServeConfig:
             raise ValueError("batch_wait_ms and shutdown_timeout_s must be >= 0")
         if self.api_key == "":
             raise ValueError(f"api_key is empty: give a key, or unset ${API_KEY_ENV} to serve without one")
+        if not self.is_loopback and self.api_key is None and not self.allow_unauthenticated_network:
+            raise ValueError(
+                f"host {self.host!r} is reachable from the network and no api_key is set: set one (--api-key or "
+                f"${API_KEY_ENV}), bind 127.0.0.1, or pass --allow-unauthenticated-network to serve anyone"
+            )
         if self.image_root is not None and not Path(self.image_root).expanduser().is_dir():
             raise ValueError(f"image_root {self.image_root!r} is not a folder: create it or leave it out")
+
+    @property
+    def is_loopback(self) -> bool:
+        return self.host in LOOPBACK
 
     @property
     def token_limit(self) -> int:

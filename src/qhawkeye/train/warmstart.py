@@ -136,7 +136,7 @@ def warm_start_folder(
     is the answer's format and its end (``<|im_end|>``), on the pictures the policy will see.
     """
     from qhawkeye.modeling import load_model, load_processor
-    from qhawkeye.provenance import write_json_atomic
+    from qhawkeye.provenance import umask_mode, write_json_atomic
 
     out_dir = Path(out_dir)
     if (out_dir / "config.json").is_file():
@@ -146,6 +146,7 @@ def warm_start_folder(
     losses = format_warm_start(model, processor, images, steps, batch_size, lr, seed, think)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}.") as tmp:
+        os.chmod(tmp, umask_mode(directory=True))
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
         write_json_atomic(Path(tmp) / "warm_start.json", {
