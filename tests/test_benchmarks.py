@@ -231,3 +231,14 @@ def test_builtin_cards_need_a_data_root():
         resolve_card("koniq")
     resolved = resolve_card("koniq", data_root="/data/Data-DeQA-Score")
     assert resolved.label_file == Path("/data/Data-DeQA-Score/KONIQ/metas/test_koniq_2k.json")
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", ".hidden", "", "x" * 200])
+def test_card_names_that_are_not_file_names_are_refused(tmp_path, name):
+    from qhawkeye.evaluate.benchmarks import load_card_file
+
+    card = tmp_path / "card.yaml"
+    card.write_text(json.dumps({"name": name, "label_file": "l.json", "image_root": ".", "format": "deqa", "mos_range": [1, 5],
+                                "lower_better": False}))  # fmt: skip
+    with pytest.raises(ValueError, match="card name"):
+        load_card_file(card)

@@ -194,7 +194,16 @@ def _card_from_mapping(data, source: str, base_dir: Path | None) -> BenchmarkCar
     missing = [key for key in _REQUIRED_KEYS if key not in data]
     if missing:
         raise ValueError(f"{source}: benchmark card lacks {missing}; every card sets {list(_REQUIRED_KEYS)}")
+    name = data["name"]
+    if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name):
+        raise ValueError(
+            f"{source}: card name {name!r} must be letters, digits, '.', '_' or '-' (not starting with '.'): it "
+            "names files under --out (predictions/<name>.jsonl, plots/<name>.png)"
+        )
     return BenchmarkCard(**data, base_dir=base_dir)
+
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 
 
 @lru_cache(maxsize=1)
