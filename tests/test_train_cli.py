@@ -79,8 +79,7 @@ def test_quality_eval_callback_logs_correlations_and_the_result_scores(
         f"model_name_or_path={format_model_dir}",
         f"eval_dataset_path={paired_dataset_dir}",
         "quality_eval_steps=1",
-        "quality_eval_mode=sample",
-        "quality_eval_num_samples=2",
+        "quality_eval_mode=expected",
         "quality_eval_max_new_tokens=24",
         "quality_eval_max_samples=8",
     ]
@@ -90,6 +89,7 @@ def test_quality_eval_callback_logs_correlations_and_the_result_scores(
     assert [h["step"] for h in evals] == [1, 2]
     for h in evals:
         assert h["quality_eval/n"] == pytest.approx(8 * (1 - h["quality_eval/parse_failure_rate"]))
+        assert h["quality_eval/n_distinct"] == h["quality_eval/n"]  # expected-mode scores are continuous
         assert h["quality_eval/n"] >= 3 and -1 <= h["quality_eval/srcc"] <= 1  # from 8 held-out images
     # the trained folder is a scorer model as it is
     result = create_scorer(str(out), mode="sample", num_samples=2, max_new_tokens=24).score(
