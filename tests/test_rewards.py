@@ -57,3 +57,15 @@ def test_get_reward_funcs_binds_tau_and_names():
     assert acc([conv("<answer>4</answer>")], gt_score=[3.0]) == [pytest.approx(math.exp(-1))]
     with pytest.raises(ValueError, match="did you mean 'accuracy'"):
         get_reward_funcs(["acuracy"], 0.3)
+
+
+def test_out_of_range_answers_clip_or_earn_nothing():
+    from qhawkeye.rewards import get_reward_funcs
+
+    answers = ["<think>a</think><answer>1911</answer>", "<think>a</think><answer>5</answer>"]
+    (clip,) = get_reward_funcs(["accuracy"], 0.3)
+    (zero,) = get_reward_funcs(["accuracy"], 0.3, "zero")
+    assert clip(answers, gt_score=[5.0, 5.0]) == [1.0, 1.0]  # 1911 is clipped to 5: a perfect score (SPEC)
+    assert zero(answers, gt_score=[5.0, 5.0]) == [0.0, 1.0]
+    with pytest.raises(ValueError, match="accuracy_out_of_range"):
+        get_reward_funcs(["accuracy"], 0.3, "ignore")

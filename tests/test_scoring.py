@@ -302,3 +302,14 @@ def test_manifest_and_score_file_errors_name_file_and_line(tmp_path):
     out.write_text('{"id": "a", "score": 3}\n{"id": "b", "sc\x00ore": }\n{"id": "c"}\n')
     with pytest.raises(ValueError, match=r"scores\.jsonl: line 2 is not valid JSON"):
         ResultFile(out, {"model": "m"})
+
+
+def test_expected_score_refuses_out_of_range_numbers():
+    """A number like 1911 is clipped to 5 by the parser, but its first digit says 1: no expected score."""
+    from qhawkeye.parsing import parse_score
+    from qhawkeye.scoring.expected import ScoreDigits, expected_score
+
+    digits = ScoreDigits((1, 2, 3, 4, 5), (11, 12, 13, 14, 15))
+    text = "<think>x</think><answer>1911</answer>"
+    result = expected_score(parse_score(text), text, [1, 2, 3], torch.zeros(3, 5), digits, tokenizer=None)
+    assert result.score is None and "outside the score range" in result.error

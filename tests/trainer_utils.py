@@ -38,7 +38,7 @@ def make_trainer(model_dir, dataset_dir, config, trainer_cls=None):
     return trainer_cls(
         model=load_model(model_dir, dtype="float32"),
         processing_class=load_processor(model_dir),
-        reward_funcs=get_reward_funcs(config.reward_funcs, config.accuracy_tau),
+        reward_funcs=get_reward_funcs(config.reward_funcs, config.accuracy_tau, config.accuracy_out_of_range),
         args=config,
         train_dataset=dataset,
     )

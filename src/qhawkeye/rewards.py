@@ -35,12 +35,23 @@ def accuracy_curve(pred: float, gt: float, tau: float) -> float:
     return math.exp(-abs(pred - gt) / tau)
 
 
-def accuracy_reward(completions: list, gt_score: Sequence[float], tau: float = 0.30, **_) -> list[float]:
-    """Accuracy reward: :func:`accuracy_curve` of the parsed score, 0 on a parse failure."""
+OUT_OF_RANGE_POLICIES = ("clip", "zero")
+
+
+def accuracy_reward(
+    completions: list, gt_score: Sequence[float], tau: float = 0.30, out_of_range: str = "clip", **_
+) -> list[float]:
+    """Accuracy reward: :func:`accuracy_curve` of the parsed score, 0 on a parse failure.
+
+    ``out_of_range``: a number outside [1, 5] is scored as its clipped value (``clip``, SPEC and the release),
+    or earns 0 like a parse failure (``zero``). Under ``clip`` a policy can learn to write "1911" for a 5: the
+    tiny model did (benchmarks/RESULTS.md), which also makes its first digit say the opposite of its score.
+    """
     rewards = []
     for completion, gt in zip(completions, gt_score, strict=True):
         parsed = parse_score(completion_text(completion))
-        rewards.append(accuracy_curve(parsed.score, float(gt), tau) if parsed.ok else 0.0)
+        ok = parsed.ok and not (out_of_range == "zero" and parsed.clipped)
+        rewards.append(accuracy_curve(parsed.score, float(gt), tau) if ok else 0.0)
     return rewards
 
 
@@ -83,12 +94,20 @@ REWARDS: dict[str, Callable[..., list[float]]] = {
 }
 
 
-def get_reward_funcs(names: Sequence[str], accuracy_tau: float) -> list[Callable[..., list[float]]]:
-    """Reward functions by name, in order; ``accuracy`` gets ``tau`` bound. Unknown names: did-you-mean error."""
+def get_reward_funcs(
+    names: Sequence[str], accuracy_tau: float, accuracy_out_of_range: str = "clip"
+) -> list[Callable[..., list[float]]]:
+    """Reward functions by name, in order; ``accuracy`` gets ``tau`` and the out-of-range policy bound.
+    Unknown names: did-you-mean error."""
+    if accuracy_out_of_range not in OUT_OF_RANGE_POLICIES:
+        raise ValueError(
+            f"accuracy_out_of_range must be one of {OUT_OF_RANGE_POLICIES}, got {accuracy_out_of_range!r}"
+        )
     funcs = []
     for name in names:
         func = lookup(REWARDS, name, "reward")
         if name == "accuracy":
-            func = functools.update_wrapper(functools.partial(func, tau=accuracy_tau), func)
+            bound = functools.partial(func, tau=accuracy_tau, out_of_range=accuracy_out_of_range)
+            func = functools.update_wrapper(bound, func)
         funcs.append(func)
     return funcs

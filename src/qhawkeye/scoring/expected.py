@@ -81,6 +81,13 @@ def expected_score(
     """The expected value of the first score digit (see the module docstring); ``watched`` is (T, W)."""
     if not parsed.ok or parsed.digit_at is None:
         return Expected(None, error=parsed.error or "no number in the answer")
+    if parsed.clipped or not digits.values[0] <= parsed.raw < digits.values[-1] + 1:
+        # "1911" parses (and is clipped to 5) but its first digit is not its score's integer part: reading the
+        # distribution at that digit would score it as a 1 (a policy can learn to write such numbers when the
+        # reward clips them; benchmarks/RESULTS.md)
+        return Expected(
+            None, error=f"answer {parsed.raw:g} is outside the score range: its first digit is not its score"
+        )
     index = token_index_at(tokenizer, token_ids, parsed.digit_at)
     if index is None or tokenizer.decode([token_ids[index]]).strip() != text[parsed.digit_at]:
         return Expected(None, error="the answer's first digit is not a token of its own")

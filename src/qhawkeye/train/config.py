@@ -20,7 +20,7 @@ from trl import GRPOConfig
 
 from qhawkeye import SCORE_MAX, SCORE_MIN
 from qhawkeye.registry import lookup
-from qhawkeye.rewards import REWARDS
+from qhawkeye.rewards import OUT_OF_RANGE_POLICIES, REWARDS
 from qhawkeye.train.uado import UNPARSED_POLICIES
 
 LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo", "vespo")
@@ -157,6 +157,13 @@ class QHawkeyeConfig(GRPOConfig):
     accuracy_tau: float = field(
         default=0.30, metadata={"help": "tau of the accuracy reward exp(-|err|/tau)."}
     )
+    accuracy_out_of_range: str = field(
+        default="clip",
+        metadata={
+            "help": "A parsed score outside [1, 5]: clip (scored as the nearest bound; SPEC, the release) or "
+            "zero (no accuracy reward; closes the '1911 reads as 5' loophole a policy can learn)."
+        },
+    )
 
     # ---- UADO ----
     use_uado: bool = field(
@@ -248,6 +255,10 @@ class QHawkeyeConfig(GRPOConfig):
             raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {self.loss_type!r}")
         for name in self.reward_funcs:
             lookup(REWARDS, name, "reward in reward_funcs")
+        if self.accuracy_out_of_range not in OUT_OF_RANGE_POLICIES:
+            raise ValueError(
+                f"accuracy_out_of_range must be one of {OUT_OF_RANGE_POLICIES}, got {self.accuracy_out_of_range!r}"
+            )
         if self.accuracy_tau <= 0:
             raise ValueError(f"accuracy_tau must be > 0, got {self.accuracy_tau}")
         if self.uado_alpha < 0:

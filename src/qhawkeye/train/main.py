@@ -126,7 +126,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, config: QHawkeye
     trainer = QHawkeyeGRPOTrainer(
         model=model,
         processing_class=processor,
-        reward_funcs=get_reward_funcs(config.reward_funcs, config.accuracy_tau),
+        reward_funcs=get_reward_funcs(config.reward_funcs, config.accuracy_tau, config.accuracy_out_of_range),
         args=config,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
