@@ -164,7 +164,8 @@ def evaluate(model: Path, sample: dict, budget: Budget) -> dict:
         out[mode] = {"srcc": None if m is None or math.isnan(m.srcc) else m.srcc,
                      "plcc": None if m is None or math.isnan(m.plcc) else m.plcc,
                      "parsed": len(pairs) / len(rows), "n_distinct": m.n_distinct if m else 0,
-                     "score_std": m.pred_std if m else None}  # fmt: skip
+                     "score_std": m.pred_std if m else None,
+                     "out_of_range": sum(res.clipped for res in results) / len(rows)}  # fmt: skip
     return out
 
 
@@ -243,6 +244,25 @@ def run_one(run: Run, root: Path, budget: Budget, threads: int) -> dict:
 # ---------------------------------------------------------------------------------------------- report
 
 
+def reevaluate(root: Path, budget: Budget) -> int:
+    """Score every cached run's model again (after a change to scoring); returns how many were redone."""
+    from qhawkeye.provenance import write_json_atomic
+
+    done = 0
+    for cached in sorted(root.glob("*/*/seed*/result.json")):
+        result = json.loads(cached.read_text())
+        model = cached.parent / "model"
+        if result["arm"] == "warm":
+            model = root / result["rung"] / "data" / f"warm_start_seed{result['seed']}"
+        if not (model / "config.json").is_file():
+            continue
+        sample = {"test": root / result["rung"] / "data" / "sample" / "test.json"}
+        result["eval"] = evaluate(model, sample, Budget(**result["budget"]))
+        write_json_atomic(cached, result)
+        done += 1
+    return done
+
+
 def t_interval(values: list) -> tuple[float, float, float]:
     from scipy import stats
 
@@ -263,7 +283,8 @@ def _cell(values: list) -> str:
 
 def table(results: list[dict]) -> str:
     lines = ["| rung | arm | seeds | SRCC expected [95% CI] | PLCC expected | SRCC greedy | parsed greedy | "
-             "score std (expected) | CPU min/run |", "|---|---|---:|---|---|---|---:|---:|---:|"]  # fmt: skip
+             "greedy outside [1, 5] | score std (expected) | CPU min/run |",
+             "|---|---|---:|---|---|---|---:|---:|---:|---:|"]  # fmt: skip
     keys = sorted(
         {(r["rung"], r["arm"], r["tag"]) for r in results}, key=lambda k: (list(RUNGS).index(k[0]), k[1:])
     )
@@ -275,7 +296,8 @@ def table(results: list[dict]) -> str:
         lines.append(
             f"| {rung} | {arm}{f' ({tag})' if tag else ''} | {len(rows)} | {_cell([x['srcc'] for x in e])} | "
             f"{_cell([x['plcc'] for x in e])} | {_cell([x['srcc'] for x in g])} | "
-            f"{statistics.mean(x['parsed'] for x in g):.0%} | {std:.3g} | "
+            f"{statistics.mean(x['parsed'] for x in g):.0%} | {statistics.mean(x.get('out_of_range', 0) for x in g):.0%} | "
+            f"{std:.3g} | "
             f"{statistics.mean(r['train_cpu_s'] for r in rows) / 60:.1f} |"
         )  # fmt: skip
     return "\n".join(lines)
@@ -349,7 +371,13 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--dry-run", action="store_true", help="toy sizes: checks the plumbing in about a minute"
     )
+    parser.add_argument(
+        "--reevaluate", action="store_true", help="score every cached run's model again, then exit"
+    )
     args = parser.parse_args(argv)
+    if args.reevaluate:
+        print(f"re-evaluated {reevaluate(Path(args.out), Budget())} runs")
+        return
     budget = DRY if args.dry_run else Budget(grpo_steps=args.grpo_steps, sft_steps=args.sft_steps)
     rungs = [r for r in args.rungs if r != "livewild" or (LIVEC / "meta.json").is_file()]
     if len(rungs) < len(args.rungs):
