@@ -57,21 +57,25 @@ def runs(rung: str, seeds: list[int], settings: list[str]) -> list:
 
 def table(results: list[dict], rung: str, seeds: list[int], settings: list[str]) -> str:
     srcc = {(r["arm"], r["tag"], r["seed"]): r["eval"]["expected"]["srcc"] for r in results}
+    greedy = {(r["arm"], r["tag"], r["seed"]): r["eval"]["greedy"] for r in results}
     done = {(r["arm"], r["tag"], r["seed"]) for r in results}
-    lines = ["| setting | arm | seeds | SRCC (expected) [95% CI] | difference from GRPO, paired [95% CI] |",
-             "|---|---|---:|---|---|"]  # fmt: skip
+    lines = ["| setting | arm | seeds | SRCC (expected) [95% CI] | difference from GRPO, paired [95% CI] | "
+             "SRCC (greedy) | greedy answers outside [1, 5] |", "|---|---|---:|---|---|---|---:|"]  # fmt: skip
     for setting in settings:
         for arm in ARMS:
-            values, diffs, n = [], [], 0
+            values, diffs, n, g = [], [], 0, []
             for seed in seeds:
                 run, base = run_for(rung, seed, setting, arm), run_for(rung, seed, setting, "GRPO")
                 n += (run.arm, run.tag, seed) in done
+                g += [greedy[(run.arm, run.tag, seed)]] if (run.arm, run.tag, seed) in done else []
                 value, ref = srcc.get((run.arm, run.tag, seed)), srcc.get((base.arm, base.tag, seed))
                 values.append(value)
                 if value is not None and ref is not None:
                     diffs.append(value - ref)
             diff = "" if arm == "GRPO" else _cell(diffs)
-            lines.append(f"| {setting} | {arm} | {n} | {_cell(values)} | {diff} |")
+            out_of_range = sum(x.get("out_of_range", 0) for x in g) / max(len(g), 1)
+            lines.append(f"| {setting} | {arm} | {n} | {_cell(values)} | {diff} | {_cell([x['srcc'] for x in g])} | "
+                         f"{out_of_range:.0%} |")  # fmt: skip
     return "\n".join(lines)
 
 
