@@ -16,6 +16,7 @@ import logging
 from pathlib import Path
 
 import torch
+from accelerate.utils import send_to_device
 from safetensors import safe_open
 
 logger = logging.getLogger(__name__)
@@ -117,7 +118,7 @@ def generation_state_file(folder: str | Path, process_index: int) -> Path:
 
 def save_generation_state(folder: str | Path, process_index: int, step: int, buffer, mid_cycle: bool) -> None:
     """Write TRL's micro-step counter, and the buffered generation batch when inside a cycle."""
-    state = {"step": step, "buffer": _to_cpu(buffer) if mid_cycle else None}
+    state = {"step": step, "buffer": send_to_device(buffer, "cpu") if mid_cycle else None}
     path = generation_state_file(folder, process_index)
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
@@ -130,23 +131,5 @@ def load_generation_state(folder: str | Path, process_index: int, device) -> dic
     if not path.is_file():
         return None
     state = torch.load(path, map_location="cpu", weights_only=True)
-    state["buffer"] = _to_device(state["buffer"], device) if state["buffer"] is not None else None
+    state["buffer"] = send_to_device(state["buffer"], device) if state["buffer"] is not None else None
     return state
-
-
-def _to_cpu(value):
-    return _map_tensors(value, lambda t: t.detach().cpu())
-
-
-def _to_device(value, device):
-    return _map_tensors(value, lambda t: t.to(device))
-
-
-def _map_tensors(value, fn):
-    if isinstance(value, torch.Tensor):
-        return fn(value)
-    if isinstance(value, dict):
-        return {k: _map_tensors(v, fn) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_map_tensors(v, fn) for v in value)
-    return value
