@@ -277,6 +277,17 @@ class Scorer:
         """Answer chat requests (any messages, any number of images) in one batch; see :mod:`.generation`."""
         return generate_batch(self.model, self.processor, requests, self.generation_config, return_logprobs)
 
+    def _generate_chunked(
+        self, requests: Sequence[GenerationRequest], watch_token_ids=None
+    ) -> list[Generation]:
+        """``generate_batch`` over ``batch_size`` requests at a time."""
+        out: list[Generation] = []
+        for start in range(0, len(requests), self.config.batch_size):
+            chunk = requests[start : start + self.config.batch_size]
+            out += generate_batch(self.model, self.processor, chunk, self.generation_config,
+                                  watch_token_ids=watch_token_ids)  # fmt: skip
+        return out
+
     def request(self, image: Image.Image, seed: int | None = None) -> GenerationRequest:
         """The scoring request for one image under this scorer's preset and decoding settings."""
         cfg = self.config
@@ -293,9 +304,7 @@ class Scorer:
             self.request(images[i], None if greedy else row_seed(self.config.seed, keys[i], j))
             for i, j in rows
         ]
-        texts: list[str] = []
-        for start in range(0, len(rows), self.config.batch_size):
-            texts += [g.text for g in self.generate(requests[start : start + self.config.batch_size])]
+        texts = [g.text for g in self._generate_chunked(requests)]
         out: list[list[Draw]] = [[] for _ in images]
         for (i, _), text in zip(rows, texts, strict=True):
             parsed = self.preset.parser(text)
@@ -333,12 +342,7 @@ class Scorer:
     def _expected(self, keys: Sequence[str], images: Sequence[Image.Image]) -> list[ScoreResult]:
         """Expected mode: greedy answers, scored by their first digit's distribution."""
         requests = [self.request(image) for image in images]
-        generations: list[Generation] = []
-        for start in range(0, len(requests), self.config.batch_size):
-            chunk = requests[start : start + self.config.batch_size]
-            generations += generate_batch(
-                self.model, self.processor, chunk, self.generation_config, watch_token_ids=self.digits.ids
-            )
+        generations = self._generate_chunked(requests, watch_token_ids=self.digits.ids)
         results = []
         tokenizer = self.processor.tokenizer
         for key, gen in zip(keys, generations, strict=True):
