@@ -2,7 +2,7 @@
 task the tiny model learns within the budget (the learnability ladder's rungs; exposure by default).
 
     python benchmarks/ablation.py [--rung exposure] [--seeds 0 1 2 3 4] [--settings recipe strong]
-        [--workers 1] [--threads 2] [--out runs/ablation] [--dry-run]
+        [--out-of-range clip|zero] [--workers 1] [--threads 2] [--out runs/ablation] [--dry-run]
 
 Every arm gets the same budget (GRPO steps, rollouts, data, warm start per seed) with the tiny CPU learning
 recipe (``configs/train/tiny_learn.yaml``), and is scored on held-out photos in the deterministic expected
@@ -38,8 +38,16 @@ def overrides(setting: str, arm: str) -> dict:
             "pao_eta1": 1e-3 if pao else 0.0}  # fmt: skip
 
 
-def run_for(rung: str, seed: int, setting: str, arm: str):
-    """The ladder's own grpo and qhawkeye runs serve as plain GRPO and as +UADO+PAO at the recipe's values."""
+def run_for(rung: str, seed: int, setting: str, arm: str, out_of_range: str | None = None):
+    """The ladder's own grpo and qhawkeye runs serve as plain GRPO and as +UADO+PAO at the recipe's values.
+    With ``out_of_range`` set, every arm (plain GRPO included) overrides the recipe's
+    ``accuracy_out_of_range`` and is a run of its own, tagged with the policy."""
+    if out_of_range is not None:
+        values = {**overrides(setting, arm), "accuracy_out_of_range": out_of_range}
+        if arm == "GRPO":
+            values = {"use_uado": False, "use_pao": False, "pao_eta1": 0.0, "accuracy_out_of_range": out_of_range}
+        tag = f"{out_of_range}-GRPO" if arm == "GRPO" else f"{out_of_range}-{setting}{arm}"
+        return ladder.Run(rung, "grpo", seed, tag, tuple(sorted(values.items())))
     if arm == "GRPO":
         return ladder.Run(rung, "grpo", seed)
     if arm == "+UADO+PAO" and setting == "recipe":
@@ -47,15 +55,19 @@ def run_for(rung: str, seed: int, setting: str, arm: str):
     return ladder.Run(rung, "grpo", seed, f"{setting}{arm}", tuple(sorted(overrides(setting, arm).items())))
 
 
-def runs(rung: str, seeds: list[int], settings: list[str]) -> list:
+def runs(rung: str, seeds: list[int], settings: list[str], out_of_range: str | None = None) -> list:
     out = []
     for seed in seeds:
         out.append(ladder.Run(rung, "warm", seed))
-        out += list(dict.fromkeys(run_for(rung, seed, setting, arm) for setting in settings for arm in ARMS))
+        out += list(
+            dict.fromkeys(run_for(rung, seed, setting, arm, out_of_range) for setting in settings for arm in ARMS)
+        )
     return out
 
 
-def table(results: list[dict], rung: str, seeds: list[int], settings: list[str]) -> str:
+def table(
+    results: list[dict], rung: str, seeds: list[int], settings: list[str], out_of_range: str | None = None
+) -> str:
     srcc = {(r["arm"], r["tag"], r["seed"]): r["eval"]["expected"]["srcc"] for r in results}
     greedy = {(r["arm"], r["tag"], r["seed"]): r["eval"]["greedy"] for r in results}
     done = {(r["arm"], r["tag"], r["seed"]) for r in results}
@@ -65,7 +77,8 @@ def table(results: list[dict], rung: str, seeds: list[int], settings: list[str])
         for arm in ARMS:
             values, diffs, n, g = [], [], 0, []
             for seed in seeds:
-                run, base = run_for(rung, seed, setting, arm), run_for(rung, seed, setting, "GRPO")
+                run = run_for(rung, seed, setting, arm, out_of_range)
+                base = run_for(rung, seed, setting, "GRPO", out_of_range)
                 n += (run.arm, run.tag, seed) in done
                 g += [greedy[(run.arm, run.tag, seed)]] if (run.arm, run.tag, seed) in done else []
                 value, ref = srcc.get((run.arm, run.tag, seed)), srcc.get((base.arm, base.tag, seed))
@@ -91,6 +104,10 @@ def main(argv=None) -> None:
     parser.add_argument("--rung", default="exposure", choices=[r for r in ladder.RUNGS if r != "livewild"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument(
+        "--out-of-range", choices=["clip", "zero"], default=None,
+        help="override the recipe's accuracy_out_of_range in every arm (runs tagged with the policy)",
+    )
     parser.add_argument("--grpo-steps", type=int, default=ladder.Budget.grpo_steps)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
@@ -100,11 +117,12 @@ def main(argv=None) -> None:
     budget = ladder.DRY if args.dry_run else ladder.Budget(grpo_steps=args.grpo_steps)
     out = Path(args.out)
     results = ladder.execute(
-        runs(args.rung, args.seeds, args.settings), out, budget, args.workers, args.threads
+        runs(args.rung, args.seeds, args.settings, args.out_of_range), out, budget, args.workers, args.threads
     )
-    text = table(results, args.rung, args.seeds, args.settings)
-    (out / f"ablation_{args.rung}.md").write_text(text + "\n")
-    (out / f"ablation_{args.rung}.json").write_text(json.dumps(results, indent=1) + "\n")
+    text = table(results, args.rung, args.seeds, args.settings, args.out_of_range)
+    name = f"ablation_{args.rung}" + (f"_{args.out_of_range}" if args.out_of_range else "")
+    (out / f"{name}.md").write_text(text + "\n")
+    (out / f"{name}.json").write_text(json.dumps(results, indent=1) + "\n")
     print(f"\n{budget.grpo_steps} GRPO steps per run, rung {args.rung}, seeds {args.seeds}\n\n{text}")
 
 
