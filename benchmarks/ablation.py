@@ -45,7 +45,12 @@ def run_for(rung: str, seed: int, setting: str, arm: str, out_of_range: str | No
     if out_of_range is not None:
         values = {**overrides(setting, arm), "accuracy_out_of_range": out_of_range}
         if arm == "GRPO":
-            values = {"use_uado": False, "use_pao": False, "pao_eta1": 0.0, "accuracy_out_of_range": out_of_range}
+            values = {
+                "use_uado": False,
+                "use_pao": False,
+                "pao_eta1": 0.0,
+                "accuracy_out_of_range": out_of_range,
+            }
         tag = f"{out_of_range}-GRPO" if arm == "GRPO" else f"{out_of_range}-{setting}{arm}"
         return ladder.Run(rung, "grpo", seed, tag, tuple(sorted(values.items())))
     if arm == "GRPO":
@@ -60,7 +65,9 @@ def runs(rung: str, seeds: list[int], settings: list[str], out_of_range: str | N
     for seed in seeds:
         out.append(ladder.Run(rung, "warm", seed))
         out += list(
-            dict.fromkeys(run_for(rung, seed, setting, arm, out_of_range) for setting in settings for arm in ARMS)
+            dict.fromkeys(
+                run_for(rung, seed, setting, arm, out_of_range) for setting in settings for arm in ARMS
+            )
         )
     return out
 
@@ -105,7 +112,9 @@ def main(argv=None) -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument(
-        "--out-of-range", choices=["clip", "zero"], default=None,
+        "--out-of-range",
+        choices=["clip", "zero"],
+        default=None,
         help="override the recipe's accuracy_out_of_range in every arm (runs tagged with the policy)",
     )
     parser.add_argument("--grpo-steps", type=int, default=ladder.Budget.grpo_steps)

@@ -257,3 +257,108 @@ def test_empty_label_file_is_an_error_and_writes_nothing(source, tmp_path):
     assert not (tmp_path / "ingest").exists()
     assert cli.main(["data", "ingest", "--labels", str(source / "meta.json"), "--mos-range", "0", "100",
                      "--data-root", str(source), "--out", str(tmp_path / "ingest")]) != 0  # fmt: skip
+
+
+# ------------------------------------------------------------------------ records are checked where read
+
+
+def _stage_with(tmp_path: Path, source: Path, edit) -> Path:
+    """A real ingest -> degrade chain whose degrade manifest is then edited by ``edit(lines)``."""
+    _ingest(source, tmp_path / "ingest")
+    run_degrade(tmp_path / "ingest", tmp_path / "degrade", DegradeConfig(workers=1), progress=False)
+    manifest = tmp_path / "degrade" / "manifest.jsonl"
+    lines = [json.loads(line) for line in manifest.read_text().splitlines()]
+    manifest.write_text(
+        "".join(line if isinstance(line, str) else json.dumps(line) + "\n" for line in edit(lines))
+    )
+    return tmp_path / "degrade"
+
+
+def _set(n: int, **fields):
+    def edit(lines):
+        lines[n] = {**lines[n], **fields}
+        return lines
+
+    return edit
+
+
+def _drop(n: int, key: str):
+    def edit(lines):
+        lines[n] = {k: v for k, v in lines[n].items() if k != key}
+        return lines
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (_set(2, gt_score="4.5"), r"manifest.jsonl:3: field 'gt_score' must be int or float, got str"),
+        (
+            _set(1, gt_score=float("nan")),
+            r"manifest.jsonl:2: field 'gt_score' must be a finite number in \[1, 5\]",
+        ),
+        (_set(0, gt_score=7.0), r"manifest.jsonl:1: field 'gt_score' must be a finite number in \[1, 5\]"),
+        (_drop(4, "degraded"), r"manifest.jsonl:5: record 'p4' lacks \['degraded'\]"),
+        (_set(3, group_id=["g"]), r"manifest.jsonl:4: field 'group_id' must be str, got list"),
+        (_set(5, group_id="meta/p2"), r"manifest.jsonl:6: duplicate group_id 'meta/p2' \(first on line 3\)"),
+        (_set(6, id="p0"), r"manifest.jsonl:7: duplicate id 'p0' \(first on line 1\)"),
+        (
+            lambda lines: lines[:3] + ["[1, 2]\n"] + lines[3:],
+            r"manifest.jsonl:4: a record must be a JSON object",
+        ),
+        (lambda lines: lines[:2] + ['{"id": "x",\n'], r"manifest.jsonl:3: not valid JSON"),
+    ],
+)
+def test_a_bad_manifest_is_one_clear_error_and_nothing_is_written(source, tmp_path, edit, message):
+    stage = _stage_with(tmp_path, source, edit)
+    steps = [lambda: run_build([stage], tmp_path / "built", "keep")]
+    if "lacks" not in message:  # a record without a degraded copy is fine input for degrade, not for build
+        steps.append(lambda: run_degrade(stage, tmp_path / "again", DegradeConfig(workers=1), progress=False))
+    for step in steps:
+        with pytest.raises(ValueError, match=message):
+            step()
+    assert not (tmp_path / "again").exists() and not (tmp_path / "built").exists()
+    code = cli.main(["data", "build", str(stage), "--out", str(tmp_path / "built"), "--unreviewed", "keep"])
+    assert code == 1 and not (tmp_path / "built").exists()
+
+
+def test_a_label_file_where_a_stage_folder_belongs_is_named(source, tmp_path):
+    with pytest.raises(ValueError, match=r"meta.json: this is not a stage manifest.*qhawkeye data ingest"):
+        run_degrade(source / "meta.json", tmp_path / "degrade", DegradeConfig(workers=1), progress=False)
+    (tmp_path / "stage").mkdir()
+    (tmp_path / "stage" / "manifest.jsonl").write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(ValueError, match="not a UTF-8 text file"):
+        run_degrade(tmp_path / "stage", tmp_path / "degrade", DegradeConfig(workers=1), progress=False)
+
+
+def test_a_stage_refuses_to_resume_from_another_input(source, tmp_path):
+    _ingest(source, tmp_path / "ingest")
+    run_degrade(tmp_path / "ingest", tmp_path / "degrade", DegradeConfig(workers=1), progress=False)
+    before = _tree_digest(tmp_path / "degrade")
+    rows = json.loads((source / "meta.json").read_text())[:5]  # a different set of originals
+    (source / "other.json").write_text(json.dumps(rows))
+    config = IngestConfig(labels=str(source / "other.json"), mos_range=(0, 100), data_root=str(source))
+    run_ingest(config, tmp_path / "ingest2", progress=False)
+    with pytest.raises(FileExistsError, match=r"made from another input .*ingest/manifest.jsonl.*ingest2"):
+        run_degrade(tmp_path / "ingest2", tmp_path / "degrade", DegradeConfig(workers=1), progress=False)
+    assert _tree_digest(tmp_path / "degrade") == before
+    run_degrade(
+        tmp_path / "ingest", tmp_path / "degrade", DegradeConfig(workers=1), progress=False
+    )  # same: ok
+
+
+def test_paths_from_manifests_and_labels_stay_inside_the_recorded_folders(source, tmp_path):
+    secret = tmp_path / "secret.png"
+    _photo(99).save(secret)
+    stage = _stage_with(tmp_path, source, _set(1, degraded=str(secret)))
+    with pytest.raises(
+        ValueError, match=r"'p1': degraded .*secret.png.* lies outside the folders its stages recorded"
+    ):
+        run_build([stage], tmp_path / "built", "keep")
+    assert not (tmp_path / "built").exists()
+    rows = json.loads((source / "meta.json").read_text())
+    rows[0]["images"] = ["../../secret.png"]
+    (source / "meta.json").write_text(json.dumps(rows))
+    with pytest.raises(ValueError, match=r"p0.*leads outside the card's image_root"):
+        _ingest(source, tmp_path / "ingest-escape")

@@ -66,8 +66,8 @@ def _train(sample: dict, warm: Path, root: Path, name: str) -> Path:
 @pytest.mark.slow
 @pytest.mark.timeout(1500)  # about 3 minutes on an idle 2-core machine; a loaded one is several times slower
 def test_grpo_learns_exposure(qh_home, tmp_path):
+    from qhawkeye.images import load_image
     from qhawkeye.modeling import resolve_model_path
-    from qhawkeye.scoring.scorer import load_image
     from qhawkeye.train.warmstart import warm_start_folder
 
     threads = torch.get_num_threads()

@@ -83,10 +83,16 @@ def make_filter_stage(root: Path) -> Path:
                 "image": str((images / f"{n}.png").resolve()),
                 "degraded": str((images / f"{n}-blur.png").resolve()),
                 "degradation": "blur",
+                "gt_score": 3.0,
                 "filter": {"mode": "test", "flagged": flagged, "raw": ["same"]},
             }
         )
-    write_records(root / "filter", records, stage="filter", params={"mode": "test"})
+    # the stage chain the review app checks image paths against: ingest (its image roots) -> degrade -> filter
+    ingest = [{k: v for k, v in r.items() if k not in ("degraded", "degradation", "filter")} for r in records]
+    write_records(root / "ingest", ingest, stage="ingest", params={"image_roots": [str(images.resolve())]})
+    degraded = [{k: v for k, v in r.items() if k != "filter"} for r in records]
+    write_records(root / "degrade", degraded, stage="degrade", params={}, source=root / "ingest")
+    write_records(root / "filter", records, stage="filter", params={"mode": "test"}, source=root / "degrade")
     return root / "filter"
 
 
@@ -360,7 +366,8 @@ def test_review_pairs_are_the_flagged_and_undecided_ones(stage):
 
 
 def test_review_refuses_a_manifest_without_filter_results(tmp_path):
-    write_records(tmp_path / "degrade", [{"id": "a", "image": "/x.png", "degraded": "/y.png"}], "degrade", {})
+    record = {"id": "a", "group_id": "g", "gt_score": 3.0, "image": "/x.png", "degraded": "/y.png"}
+    write_records(tmp_path / "degrade", [record], "degrade", {})
     with pytest.raises(ValueError, match=r"record 1: no 'filter' field.*qhawkeye data filter"):
         review_pairs(tmp_path / "degrade")
 

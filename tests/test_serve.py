@@ -275,6 +275,20 @@ def test_score_two_images_one_unreadable(server):
     assert "not an image" in bad["error"]
 
 
+def test_an_over_elongated_image_is_one_unreadable_result_not_a_failed_request(server):
+    images = [
+        {"id": "good", "data": base64.b64encode(_png()).decode()},
+        {"id": "strip", "data": base64.b64encode(_png(size=(4000, 10))).decode()},
+    ]
+    status, body = _request(server, "/v1/score", {"images": images})
+    assert status == 200, body
+    good, strip = body["results"]
+    assert good["status"] in ("ok", "parse_failure")
+    assert strip["status"] == "unreadable" and "aspect ratio" in strip["error"]
+    status, body = _request(server, "/v1/chat/completions", _chat_body(_png(size=(4000, 10))))
+    _assert_error(status, body, 400, "invalid_image")
+
+
 def test_score_local_paths_only_under_root(server):
     good = [
         {"path": "a.png"},

@@ -262,7 +262,7 @@ def test_ssim_mode_flags_a_near_identical_pair_not_a_blurred_one(tmp_path):
     for name, copy in copies.items():
         copy.save(tmp_path / f"{name}.png")
         image, degraded = str(tmp_path / "original.png"), str(tmp_path / f"{name}.png")
-        records.append({"id": name, "group_id": name, "image": image, "degraded": degraded})
+        records.append({"id": name, "group_id": name, "image": image, "degraded": degraded, "gt_score": 3.0})
     stage = write_records(tmp_path / "degrade", records, "degrade", {"test": True}).parent
     out = tmp_path / "filter"
     summary = run_filter(stage, out, FilterConfig("ssim"), progress=False)

@@ -113,8 +113,8 @@ def build_sample(cfg: DemoConfig, out: Path) -> dict:
 
 def warm_start(cfg: DemoConfig, sample: dict, out: Path) -> Path:
     """The format warm start on the training images (their labels are never read)."""
+    from qhawkeye.images import load_image
     from qhawkeye.modeling import resolve_model_path
-    from qhawkeye.scoring.scorer import load_image
     from qhawkeye.train.warmstart import warm_start_folder
 
     root = Path(sample["train"]).parent

@@ -216,7 +216,7 @@ def build_tiny_model(
     if format_warm_start:
         from qhawkeye import sample_data
         from qhawkeye.data.training_set import make_synthetic_pairs
-        from qhawkeye.scoring.scorer import load_image
+        from qhawkeye.images import load_image
         from qhawkeye.train.warmstart import format_warm_start as warm_start
 
         # synthetic pictures and the bundled real photos (unlabelled): the format must hold on both kinds

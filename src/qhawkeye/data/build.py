@@ -23,7 +23,8 @@ from collections import Counter
 from pathlib import Path
 
 from qhawkeye import prompts
-from qhawkeye.data.manifest import read_records
+from qhawkeye.data.manifest import STAGE_FIELDS, check_contained, read_records
+from qhawkeye.images import portable_bytes
 from qhawkeye.provenance import umask_mode
 
 logger = logging.getLogger(__name__)
@@ -46,9 +47,13 @@ def selection(record: dict, unreviewed: str) -> str:
 def _rows(records: list[dict]):
     messages = prompts.build_messages()
     for r in records:
+        image, image_name = portable_bytes(
+            r["image"]
+        )  # 16-bit, CMYK, EXIF-rotated: as the degrade stage saw it
+        degraded, degraded_name = portable_bytes(r["degraded"])
         yield {
-            "image": {"bytes": Path(r["image"]).read_bytes(), "path": Path(r["image"]).name},
-            "degraded_image": {"bytes": Path(r["degraded"]).read_bytes(), "path": Path(r["degraded"]).name},
+            "image": {"bytes": image, "path": image_name},
+            "degraded_image": {"bytes": degraded, "path": degraded_name},
             "gt_score": float(r["gt_score"]),
             "group_id": r["group_id"],
             "degradation": r["degradation"],
@@ -67,10 +72,9 @@ def run_build(
                          "reviewed (or reviewers tied on, or the filter could not decide)")  # fmt: skip
     records, reasons = [], Counter()
     for source in inputs:
-        for r in read_records(source):
-            if "degraded" not in r:
-                raise ValueError(f"{source}: record {r.get('id')!r} has no degraded image; build from the "
-                                 "degrade stage or a later one")  # fmt: skip
+        rows = read_records(source, need=STAGE_FIELDS["degrade"])  # build from the degrade stage or later
+        check_contained(rows, source)  # only images under the folders the stages recorded are embedded
+        for r in rows:
             verdict = selection(r, unreviewed)
             reasons[verdict] += 1
             if verdict == "keep":

@@ -62,7 +62,7 @@ class IngestConfig:
 
 
 def _check_image(item: BenchmarkItem) -> str | None:
-    from qhawkeye.scoring.scorer import UnreadableImage, load_image  # imported here: keeps the CLI light
+    from qhawkeye.images import UnreadableImage, load_image
 
     try:
         load_image(item.image)
@@ -91,6 +91,18 @@ def validate(
         bad_images = {item.id: msg for item, msg in zip(items, checks, strict=True) if msg}
     problems += [f"{card.label_file}: id {i!r}: {msg}" for i, msg in bad_images.items()]
     return [item for item in items if item.id not in bad_images], problems
+
+
+def image_roots(card: BenchmarkCard, items: list[BenchmarkItem]) -> list[str]:
+    """The folders the stage's originals lie in: the card's image root, plus the folder of each absolute image
+    path outside it. Later stages (review, build) read originals only from under these."""
+    root = Path(card.image_root).resolve()
+    roots = [root]
+    for item in items:
+        folder = Path(item.image).resolve().parent
+        if not folder.is_relative_to(root) and folder not in roots:
+            roots.append(folder)
+    return [str(r) for r in roots]
 
 
 def record(card: BenchmarkCard, item: BenchmarkItem) -> dict:
@@ -135,6 +147,6 @@ def run_ingest(config: IngestConfig, out: str | Path, progress: bool = True, dry
         return {**summary, "dry_run": dry_run}
     out = prepare_stage_dir(out, "ingest")
     params = {"card": card.name, "label_file": str(card.label_file), "mos_range": list(card.mos_range),
-              "lower_better": card.lower_better}  # fmt: skip
+              "lower_better": card.lower_better, "image_roots": image_roots(card, items)}  # fmt: skip
     write_records(out, (record(card, item) for item in items), "ingest", params, summary=summary)
     return summary

@@ -26,7 +26,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from qhawkeye.data.degradations import FIRST, SECOND, DegradationParams, degrade, get_degradation
-from qhawkeye.data.manifest import begin_stage, read_records, write_records
+from qhawkeye.data.manifest import STAGE_FIELDS, begin_stage, read_records, write_records
+from qhawkeye.images import UnreadableImage, load_image
 from qhawkeye.provenance import umask_mode
 
 logger = logging.getLogger(__name__)
@@ -87,38 +88,50 @@ def _save_atomic(img: Image.Image, path: Path) -> None:
         raise
 
 
-def _degrade_one(task: tuple) -> tuple[str, str, bool]:
-    """(source path, target path, names to draw from, seed, group id, params, stage, exclude) -> result."""
+def _degrade_one(task: tuple) -> tuple[str, str, bool, str | None]:
+    """(source path, target path, names to draw from, seed, group id, params, stage, exclude) ->
+    (group id, degradation, written now, why the source could not be read or None)."""
     source, target, names, seed, group_id, params, stage, exclude = task
     rng = _rng(seed, group_id, stage)
     choices = [n for n in names if n not in exclude]
     name = choices[rng.integers(len(choices))]
     target = Path(target)
     if target.is_file():  # written atomically earlier: complete
-        return group_id, name, False
-    with Image.open(source) as img:
-        img = img.convert("RGB")
-        _save_atomic(degrade(img, name, rng, params), target)
-    return group_id, name, True
+        return group_id, name, False, None
+    try:
+        img = load_image(source)
+    except UnreadableImage as err:
+        return group_id, name, False, str(err)
+    _save_atomic(degrade(img, name, rng, params), target)
+    return group_id, name, True, None
 
 
-def _run_tasks(tasks: list[tuple], workers: int, progress: bool, desc: str) -> dict[str, tuple[str, bool]]:
+def _run_tasks(
+    tasks: list[tuple], workers: int, progress: bool, desc: str
+) -> tuple[dict[str, tuple[str, bool]], dict[str, str]]:
+    """Degrade every task; returns ``{group id: (degradation, written now)}`` and ``{group id: why}`` for
+    the sources that could not be read (the run goes on without them)."""
     bar = tqdm(total=len(tasks), desc=desc, unit="img", disable=not progress)
     done: dict[str, tuple[str, bool]] = {}
+    failed: dict[str, str] = {}
     if workers <= 1:
         results = map(_degrade_one, tasks)
     else:
         pool = ProcessPoolExecutor(workers)
         results = pool.map(_degrade_one, tasks, chunksize=max(1, len(tasks) // (workers * 8)))
     try:
-        for group_id, name, written in results:
-            done[group_id] = (name, written)
+        for group_id, name, written, error in results:
+            if error is None:
+                done[group_id] = (name, written)
+            else:
+                failed[group_id] = error
+                logger.warning("group %s skipped: %s", group_id, error)
             bar.update()
     finally:
         bar.close()
         if workers > 1:
             pool.shutdown()
-    return done
+    return done, failed
 
 
 def run_degrade(
@@ -141,15 +154,18 @@ def run_degrade(
             "dry_run": True,
         }
     params = {k: v for k, v in asdict(config).items() if k != "workers"}
-    begin_stage(out_path, "degrade", params)
+    begin_stage(out_path, "degrade", params, source=input_dir)
     images.mkdir(exist_ok=True)
-    done = _run_tasks(tasks, config.workers, progress, "degrading")
+    done, failed = _run_tasks(tasks, config.workers, progress, "degrading")
     new = []
     for r, task in zip(records, tasks, strict=True):
+        if r["group_id"] in failed:
+            continue
         name = done[r["group_id"]][0]
         new.append({**r, "degraded": task[1], "degradation": name, "degradation_seed": config.seed})
     counts = _count(name for name, _ in done.values())
-    summary = {"pairs": len(new), "written_now": sum(w for _, w in done.values()), "per_type": counts}
+    summary = {"pairs": len(new), "written_now": sum(w for _, w in done.values()), "per_type": counts,
+               "unreadable": [{"group_id": g, "error": e} for g, e in sorted(failed.items())]}  # fmt: skip
     write_records(out_path, new, "degrade", params, source=input_dir, summary=summary)
     return summary
 
@@ -186,7 +202,7 @@ def run_redegrade(
         raise ValueError(
             "unreviewed must be 'keep' (trust the filter's flag) or 'drop' (only reviewed pairs)"
         )
-    records = read_records(input_dir)
+    records = read_records(input_dir, need=STAGE_FIELDS["degrade"])
     out_path = Path(out).resolve()  # records carry absolute paths
     images = out_path / "images"
     chosen = [r for r in records if confirmed_imperceptible(r, unreviewed)]
@@ -195,19 +211,22 @@ def run_redegrade(
     if dry_run:
         return {"pairs": len(records), "redegrade": len(chosen), "dry_run": True}
     params = {**{k: v for k, v in asdict(config).items() if k != "workers"}, "unreviewed": unreviewed}
-    begin_stage(out_path, "redegrade", params)
+    begin_stage(out_path, "redegrade", params, source=input_dir)
     images.mkdir(exist_ok=True)
-    done = _run_tasks(tasks, config.workers, progress, "redegrading")
+    done, failed = _run_tasks(tasks, config.workers, progress, "redegrading")
     by_group = {t[4]: t[1] for t in tasks}
     new = []
     for r in records:
+        if r["group_id"] in failed:  # its degraded image does not decode: the pair is dropped
+            continue
         if r["group_id"] in done:
             second = done[r["group_id"]][0]
             r = {**r, "first_degraded": r["degraded"], "degraded": by_group[r["group_id"]],
                  "degradation": f"{r['degradation']}+{second}"}  # fmt: skip
         new.append(r)
     summary = {"pairs": len(new), "redegraded": len(done), "unreviewed": unreviewed,
-               "per_type": _count(r["degradation"] for r in new)}  # fmt: skip
+               "per_type": _count(r["degradation"] for r in new),
+               "unreadable": [{"group_id": g, "error": e} for g, e in sorted(failed.items())]}  # fmt: skip
     write_records(out_path, new, "redegrade", params, source=input_dir, summary=summary)
     return summary
 

@@ -350,15 +350,13 @@ def ask_server_scores(record: dict, config: FilterConfig, stop: threading.Event)
 
 def ask_ssim(record: dict, config: FilterConfig, stop: threading.Event) -> dict:
     """SSIM of the pair's degraded image against its original, computed here."""
-    from PIL import Image
-
+    from qhawkeye.images import load_image
     from qhawkeye.sample_data.synthetic import ssim
 
-    with Image.open(record["image"]) as original, Image.open(record["degraded"]) as degraded:
-        try:
-            return {"ssim": round(ssim(original, degraded), 6)}
-        except ValueError as err:
-            raise RequestFailed(f"pair {record['id']}: {err}") from err
+    try:  # an unreadable image is a failure of this pair only (UnreadableImage is a ValueError)
+        return {"ssim": round(ssim(load_image(record["image"]), load_image(record["degraded"])), 6)}
+    except ValueError as err:
+        raise RequestFailed(f"pair {record['id']}: {err}") from err
 
 
 # ---------------------------------------------------------------------------------------------- running
@@ -422,17 +420,6 @@ def _runner(config: FilterConfig) -> Callable[[list[dict], FilterConfig, Collect
     return _ask_locally if config.base_url is None else _ask_concurrently
 
 
-def _check_records(records: list[dict], where: str | Path) -> None:
-    seen = set()
-    for n, record in enumerate(records, start=1):
-        for name in ("id", "image", "degraded"):
-            if record.get(name) in (None, ""):
-                raise ValueError(f"{where}: record {n} has no {name!r}: filter reads a degrade-stage folder")
-        if record["id"] in seen:
-            raise ValueError(f"{where}: record {n}: id {record['id']!r} appears twice; ids must be unique")
-        seen.add(record["id"])
-
-
 def _summary(filters: dict[str, dict], failed: int, config: FilterConfig, **counts) -> dict:
     flags = [f["flagged"] for f in filters.values()]
     decided = {"flagged": flags.count(True), "not_flagged": flags.count(False)}
@@ -453,8 +440,7 @@ def run_filter(
     answer; asked again on a rerun), asked_now, from_checkpoint, left (not asked yet: ``max_pairs``),
     complete (the manifest was written).
     """
-    records = read_records(input_dir)
-    _check_records(records, input_dir)
+    records = read_records(input_dir, need=("id", "group_id", "image", "gt_score", "degraded"))
     out, log = Path(out_dir), AnswerLog(Path(out_dir) / ANSWERS)
     answers = log.load(records)
     stored = len(answers)
@@ -470,7 +456,7 @@ def run_filter(
             "to_ask": len(now),
             "left": len(todo) - len(now),
         }
-    begin_stage(out, "filter", config.answer_settings())
+    begin_stage(out, "filter", config.answer_settings(), source=input_dir)
     bar = tqdm(total=len(now), desc=f"filter ({config.mode})", unit="pair", disable=not progress)
     with log, bar:
         sink = Collector(log, answers, bar)

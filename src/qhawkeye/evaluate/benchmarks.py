@@ -336,6 +336,13 @@ def _item(card: BenchmarkCard, where: str, row: dict) -> BenchmarkItem:
         )
     label = min(max(map_label(raw, card.mos_range, card.lower_better), SCORE_MIN), SCORE_MAX)
     image = Path(image_text)
+    if not image.is_absolute() and ".." in image.parts:
+        root = Path(card.image_root).resolve()
+        if not (root / image).resolve().is_relative_to(root):
+            raise ValueError(
+                f"{at}: image path {image_text!r} leads outside the card's image_root {str(root)!r}; "
+                "write it relative to image_root without leaving it (or as an absolute path)"
+            )
     return BenchmarkItem(
         id=ident,
         image=image if image.is_absolute() else card.image_root / image,

@@ -19,7 +19,8 @@ from PIL import Image
 from transformers import TrainerCallback
 
 from qhawkeye.evaluate.metrics import compute_metrics
-from qhawkeye.scoring.scorer import Scorer, ScorerConfig, load_image
+from qhawkeye.images import load_image
+from qhawkeye.scoring.scorer import Scorer, ScorerConfig
 
 logger = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ from qhawkeye.data.manifest import (
     read_records,
     write_records,
 )
-from qhawkeye.review.pairs import select_pairs
+from qhawkeye.review.pairs import review_pairs, select_pairs
 from qhawkeye.review.store import ReviewStore, check_reviewer, combined_decisions
 
 logger = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ def _prepare_out(out: str | Path) -> None:
 
 def open_store(config: ReviewConfig) -> ReviewStore:
     """Check the input and ``out`` (creating it), then open (or create) the decision store."""
-    select_pairs(read_records(config.input), manifest_path(config.input))  # fail before creating anything
+    review_pairs(config.input)  # fail before creating anything
     _prepare_out(config.out)
     _check_same_input(config)
     return ReviewStore(config.db_path)

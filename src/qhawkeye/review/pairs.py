@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from qhawkeye.data.manifest import manifest_path, read_records
+from qhawkeye.data.manifest import check_contained, manifest_path, read_records
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,10 @@ def select_pairs(records: list[dict], where: str | Path) -> list[ReviewPair]:
 
 
 def review_pairs(stage_dir: str | Path) -> list[ReviewPair]:
-    """The pairs to review in the filter stage ``stage_dir`` (a folder or its manifest), in manifest order."""
+    """The pairs to review in the filter stage ``stage_dir`` (a folder or its manifest), in manifest order.
+    Every image path must lie under the folders the stage chain recorded (the app serves nothing else)."""
     file = manifest_path(stage_dir)
-    return select_pairs(read_records(file), file)
+    records = read_records(file, need=("id", "group_id", "image", "gt_score", "degraded"))
+    pairs = select_pairs(records, file)
+    check_contained(records, file)
+    return pairs

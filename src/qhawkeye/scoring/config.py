@@ -58,7 +58,23 @@ class ScorerConfig:
         default=None, metadata={"help": "image max pixels (default: the training run's, else the folder's)"}
     )
 
+    max_image_pixels: int = field(
+        default=2**28,
+        metadata={
+            "help": "images over this many pixels (from the header) are reported unreadable, not decoded"
+        },
+    )
+    max_aspect_ratio: float = field(
+        default=200.0,
+        metadata={
+            "help": "images longer than this many times their width (or wider) are reported unreadable"
+        },
+    )
+
     def __post_init__(self):
+        from qhawkeye.images import ImageLimits
+
+        ImageLimits(self.max_image_pixels, self.max_aspect_ratio)  # range checks, with the field named
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.num_samples < 1 or self.batch_size < 1 or self.max_new_tokens < 1:
@@ -68,6 +84,12 @@ class ScorerConfig:
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         prompts.get_preset(self.prompt_preset)  # did-you-mean on a typo
+
+    @property
+    def image_limits(self):
+        from qhawkeye.images import ImageLimits
+
+        return ImageLimits(self.max_image_pixels, self.max_aspect_ratio)
 
     @property
     def draws(self) -> int:

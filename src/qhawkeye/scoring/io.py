@@ -20,10 +20,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from qhawkeye.images import IMAGE_SUFFIXES, display_name
 from qhawkeye.provenance import write_json_atomic
 from qhawkeye.scoring.scorer import ScoreResult
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 CSV_COLUMNS = [
     "id", "path", "score", "status", "parsed", "std", "uncertainty", "n_parsed", "n_draws", "clipped", "error",
     "text",
@@ -43,11 +43,13 @@ def collect_inputs(paths: Sequence[str | Path]) -> list[InputItem]:
         path = Path(raw)
         if path.is_dir():
             files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-            items += [InputItem(str(p.relative_to(path)), p) for p in files]
+            items += [InputItem(display_name(p.relative_to(path)), p) for p in files]
         elif path.suffix.lower() in (".json", ".jsonl"):
             items += read_manifest(path)
         elif path.suffix.lower() in IMAGE_SUFFIXES or path.exists():
-            items.append(InputItem(str(raw), path))  # a missing file is reported per image as unreadable
+            items.append(
+                InputItem(display_name(raw), path)
+            )  # a missing file is reported per image as unreadable
         else:
             raise FileNotFoundError(f"{raw}: no such file or folder")
     seen: dict[str, Path] = {}
@@ -153,13 +155,13 @@ class ResultFile:
     def append(self, results: Iterable[ScoreResult], paths: dict[str, Path]) -> None:
         """Append rows and flush them to disk (a crash loses at most the batch being written)."""
         new = not self.path.exists() or self.path.stat().st_size == 0
-        with self.path.open("a", newline="") as f:
+        with self.path.open("a", newline="", encoding="utf-8") as f:
             if self.fmt == "csv":
                 writer = csv.DictWriter(f, CSV_COLUMNS, extrasaction="ignore")
                 if new:
                     writer.writeheader()
             for result in results:
-                row = {"id": result.id, "path": str(paths.get(result.id, "")), **result.to_dict()}
+                row = {"id": result.id, "path": display_name(paths.get(result.id, "")), **result.to_dict()}
                 if self.fmt == "csv":
                     writer.writerow(row)
                 else:

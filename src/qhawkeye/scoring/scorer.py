@@ -45,6 +45,7 @@ import torch
 from PIL import Image
 
 from qhawkeye import SCORE_MAX, SCORE_MIN, prompts
+from qhawkeye.images import UnreadableImage, check_size, display_name, load_image, to_rgb
 from qhawkeye.modeling import load_model, load_processor, resolve_model_path
 from qhawkeye.scoring.config import ScorerConfig
 from qhawkeye.scoring.expected import ScoreDigits, expected_score
@@ -112,20 +113,6 @@ class ScoreResult:
             if out[key] is None:
                 out.pop(key)
         return out
-
-
-class UnreadableImage(Exception):
-    """An image file that does not exist or does not decode."""
-
-
-def load_image(path: str | Path) -> Image.Image:
-    """Open and fully decode an image as RGB; :class:`UnreadableImage` names the file and the reason."""
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return img.convert("RGB")
-    except Exception as err:  # noqa: BLE001 - hostile files raise SyntaxError, struct.error, ... from PIL plugins
-        raise UnreadableImage(f"{path}: {type(err).__name__}: {err}") from err
 
 
 def content_key(image: Image.Image) -> str:
@@ -318,16 +305,24 @@ class Scorer:
         keys = (
             list(ids)
             if ids is not None
-            else [str(x) if not isinstance(x, Image.Image) else f"image-{n}" for n, x in enumerate(images)]
+            else [
+                display_name(x) if not isinstance(x, Image.Image) else f"image-{n}"
+                for n, x in enumerate(images)
+            ]
         )
         if len(keys) != len(images):
             raise ValueError(f"{len(images)} images but {len(keys)} ids")
         results: list[ScoreResult | None] = [None] * len(images)
         good: list[int] = []
         decoded: list[Image.Image] = []
+        limits = self.config.image_limits
         for n, item in enumerate(images):
             try:
-                decoded.append(item.convert("RGB") if isinstance(item, Image.Image) else load_image(item))
+                if isinstance(item, Image.Image):
+                    check_size(item.size, keys[n], limits)
+                    decoded.append(to_rgb(item))
+                else:
+                    decoded.append(load_image(item, limits))
                 good.append(n)
             except UnreadableImage as err:
                 results[n] = ScoreResult.unreadable(keys[n], str(err))

@@ -48,8 +48,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
+from qhawkeye.images import UnreadableImage
 from qhawkeye.scoring.generation import GenerationRequest
-from qhawkeye.scoring.scorer import ScoreResult, UnreadableImage
+from qhawkeye.scoring.scorer import ScoreResult
 from qhawkeye.serve.errors import ApiError
 from qhawkeye.serve.images import ImageLoader
 from qhawkeye.serve.worker import BatchWorker, Job, QueueFull, ShuttingDown

@@ -11,35 +11,31 @@ Where an image may come from:
 
 Limits: ``--max-image-bytes`` on the encoded size (checked from the base64 length or the file size before
 reading, 413), and ``--max-image-pixels`` on width x height, read from the header before anything is decoded
-(413). PIL opens only common raster formats (:data:`IMAGE_FORMATS`; never EPS, which would run Ghostscript),
-and its decompression-bomb error is answered 413 too.
+(413), and ``--max-aspect-ratio`` (an image over it is unreadable, reported per image). Decoding is the
+package's one loader, :mod:`qhawkeye.images` (formats, 16-bit, CMYK, EXIF orientation, transparency).
 
 What is the request's fault (invalid base64, a bad or refused path, a limit) raises
 :class:`~qhawkeye.serve.errors.ApiError`; bytes that do not decode, or a missing file under the root, raise
-:class:`~qhawkeye.scoring.scorer.UnreadableImage`, which ``/v1/score`` reports per image and chat answers 400.
-:func:`qhawkeye.scoring.scorer.load_image` is not reused: it opens any format PIL knows, from a path, and
-decodes before any pixel limit could be checked.
+:class:`~qhawkeye.images.UnreadableImage`, which ``/v1/score`` reports per image and chat answers 400.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import io
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from qhawkeye.scoring.scorer import UnreadableImage
+from qhawkeye.images import IMAGE_FORMATS, ImageLimits, UnreadableImage, decode_image
 from qhawkeye.serve.errors import ApiError
 
 if TYPE_CHECKING:
     from qhawkeye.serve.main import ServeConfig
 
-IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
-"""Formats PIL may open: common raster formats only (no EPS, which would run Ghostscript)."""
+__all__ = ["IMAGE_FORMATS", "ImageLoader"]
 
 
 class ImageLoader:
@@ -50,7 +46,8 @@ class ImageLoader:
     """
 
     def __init__(self, config: ServeConfig):
-        self.max_bytes, self.max_pixels = config.max_image_bytes, config.max_image_pixels
+        self.max_bytes = config.max_image_bytes
+        self.limits = ImageLimits(config.max_image_pixels, config.max_aspect_ratio)
         self.root = Path(config.image_root).expanduser().resolve() if config.image_root else None
 
     def from_url(self, url: str, where: str) -> Image.Image:
@@ -106,30 +103,12 @@ class ImageLoader:
         if len(data) > self.max_bytes:
             raise self._too_big(len(data), where)
         try:
-            img = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)  # reads the header only
-        except Image.DecompressionBombError as err:
-            raise ApiError(413, f"{where}: {err}", "too_many_pixels") from None
-        except Exception as err:  # PIL raises many types on hostile bytes; all mean "not an image"
-            raise UnreadableImage(f"{where}: {_decode_error(err)}") from None
-        with img:
-            width, height = img.size
-            if width * height > self.max_pixels:
-                message = (
-                    f"{where}: {width}x{height} = {width * height} pixels is over the server's limit of "
-                )
-                raise ApiError(413, message + f"{self.max_pixels}; send a smaller image", "too_many_pixels")
-            try:
-                img.load()
-                return img.convert("RGB")
-            except Exception as err:
-                raise UnreadableImage(f"{where}: {_decode_error(err)}") from None
+            return decode_image(data, where, self.limits)
+        except UnreadableImage as err:
+            if err.reason == "too_many_pixels":  # the request's fault: it sent more than the server allows
+                raise ApiError(413, f"{err}", "too_many_pixels") from None
+            raise
 
     def _too_big(self, size: int, where: str) -> ApiError:
         message = f"{where}: {size} bytes is over the server's limit of {self.max_bytes} bytes per image"
         return ApiError(413, message, "image_too_large")
-
-
-def _decode_error(err: Exception) -> str:
-    if isinstance(err, UnidentifiedImageError):  # its message names a BytesIO object, which says nothing
-        return f"not an image in a supported format ({', '.join(IMAGE_FORMATS)})"
-    return f"{type(err).__name__}: {err}"

@@ -83,6 +83,13 @@ class ServeConfig:
             "(the processor's own --max-pixels then resizes what the model sees)"
         },
     )
+    max_aspect_ratio: float = field(
+        default=200.0,
+        metadata={
+            "help": "an image whose long side is more than this many times its short side is reported "
+            "unreadable (per image in /v1/score, 400 in chat)"
+        },
+    )
     max_images_per_request: int = field(
         default=16, metadata={"help": "most images in one chat request or /v1/score request; more get 400"}
     )
@@ -124,6 +131,8 @@ class ServeConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_tokens is not None and self.max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1 or None, got {self.max_tokens}")
+        if not self.max_aspect_ratio >= 1:
+            raise ValueError(f"max_aspect_ratio must be >= 1, got {self.max_aspect_ratio}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in [0, 65535], got {self.port}")
         if self.batch_wait_ms < 0 or self.shutdown_timeout_s < 0:
@@ -158,14 +167,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("server")
     add_dataclass_arguments(group, ServeConfig, skip=("scorer",), suppress_defaults=True)
     group = parser.add_argument_group("model, and decoding for /v1/score")
-    add_dataclass_arguments(group, ScorerConfig, suppress_defaults=True)
+    add_dataclass_arguments(
+        group, ScorerConfig, skip=("max_image_pixels", "max_aspect_ratio"), suppress_defaults=True
+    )  # the server's own image limits apply
 
 
 def config_from_args(args: argparse.Namespace) -> ServeConfig:
     """The :class:`ServeConfig` for parsed flags; the API key falls back to ``$QHAWKEYE_API_KEY``."""
     given = vars(args)
+    limits = ("max_image_pixels", "max_aspect_ratio")  # the server's, not the scorer's
     scorer = ScorerConfig(
-        **{f.name: given[f.name] for f in dataclasses.fields(ScorerConfig) if f.name in given}
+        **{
+            f.name: given[f.name]
+            for f in dataclasses.fields(ScorerConfig)
+            if f.name in given and f.name not in limits
+        }
     )
     serve = {f.name: given[f.name] for f in dataclasses.fields(ServeConfig) if f.name in given}
     serve.setdefault("api_key", os.environ.get(API_KEY_ENV) or None)
