@@ -93,9 +93,9 @@ def table(
                 if value is not None and ref is not None:
                     diffs.append(value - ref)
             diff = "" if arm == "GRPO" else _cell(diffs)
-            out_of_range = sum(x.get("out_of_range", 0) for x in g) / max(len(g), 1)
+            outside = sum(x.get("out_of_range", 0) for x in g) / max(len(g), 1)
             lines.append(f"| {setting} | {arm} | {n} | {_cell(values)} | {diff} | {_cell([x['srcc'] for x in g])} | "
-                         f"{out_of_range:.0%} |")  # fmt: skip
+                         f"{outside:.0%} |")  # fmt: skip
     return "\n".join(lines)
 
 

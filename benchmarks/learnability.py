@@ -1,12 +1,13 @@
 """The learnability ladder: positive controls of rising difficulty, each learnt by a supervised reference, plain
 GRPO and Q-Hawkeye (UADO + PAO) from the same format warm start, on held-out photos, over seeds.
 
-    python benchmarks/learnability.py [--rungs exposure blur mixed livewild] [--arms sft grpo qhawkeye]
+    python benchmarks/learnability.py [--rungs exposure blur noise mixed livewild] [--arms sft grpo qhawkeye]
         [--seeds 0 1 2] [--workers 1] [--threads 2] [--out runs/learnability] [--dry-run]
 
 Rungs (every split is by source photo: no photo is on both sides):
 - ``exposure``: the bundled photos darkened at 4 levels, plus the undistorted photo; label = the level.
 - ``blur``: the same with Gaussian blur (one visible distortion, severity labels, pristine included).
+- ``noise``: the same with Gaussian noise (another single distortion; std 3 to 60 on 0-255).
 - ``mixed``: noise, blur, JPEG and darkening at 4 levels each, plus the undistorted photo; label = level.
 - ``livewild``: the 700 real LIVE-Wild images with human MOS (../shared/data/livec; dev only, skipped when
   absent), resized to 192 px, split by image (one photo each).
@@ -44,6 +45,7 @@ LIVEC = ROOT.parent / "shared" / "data" / "livec"
 RUNGS = {  # name -> (distortion types, levels) for the synthetic rungs
     "exposure": (("darken",), 4),
     "blur": (("blur",), 4),
+    "noise": (("noise",), 4),
     "mixed": (("noise", "blur", "jpeg", "darken"), 4),
     "livewild": ((), 0),
 }

@@ -58,7 +58,7 @@ def batched(scorer, images) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="tiny-format")
+    parser.add_argument("--model", default="tiny-format")  # built below when missing
     parser.add_argument("--images", type=int, default=48)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--tokens", type=int, default=64)
@@ -68,6 +68,10 @@ def main() -> None:
     args = parser.parse_args()
 
     from qhawkeye.scoring import create_scorer
+    from qhawkeye.train.warmstart import ensure_format_model
+
+    if args.model.endswith("-format"):
+        ensure_format_model(args.model.removesuffix("-format"))
 
     scorer = create_scorer(args.model, max_new_tokens=args.tokens, batch_size=args.batch, device=args.device,
                            dtype=args.dtype)  # fmt: skip

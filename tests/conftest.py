@@ -10,6 +10,24 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# Thread counts, set before torch is imported (here and in every subprocess a test starts, which inherits
+# them). On a loaded machine OpenMP's default busy-waiting makes each parallel region spin against the other
+# process and a test can run 10-50x slower; passive waiting yields the core instead. Two threads at most: the
+# tiny models gain nothing from more, and CI machines may report many cores they do not have to themselves.
+# QHAWKEYE_TEST_THREADS overrides the count.
+THREADS = os.environ.get("QHAWKEYE_TEST_THREADS") or str(min(2, os.cpu_count() or 1))
+os.environ.setdefault("OMP_NUM_THREADS", THREADS)
+os.environ.setdefault("MKL_NUM_THREADS", THREADS)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("KMP_BLOCKTIME", "0")
+
+
+def pytest_configure(config):
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    torch.set_num_interop_threads(1)
+
 
 @pytest.fixture(scope="session")
 def qh_home(tmp_path_factory):
@@ -41,6 +59,6 @@ def paired_dataset_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def format_model_dir(qh_home):
     """The tiny model after the image-blind format warm start: it writes parseable, varied answers."""
-    from qhawkeye.tiny import ensure_tiny_model
+    from qhawkeye.train.warmstart import ensure_format_model
 
-    return ensure_tiny_model("tiny", format_warm_start=True)
+    return ensure_format_model("tiny")

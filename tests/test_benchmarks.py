@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from qhawkeye.evaluate.benchmarks import (
+from qhawkeye.labels import (
     BenchmarkCard,
     builtin_cards,
     get_card,
@@ -235,7 +235,7 @@ def test_builtin_cards_need_a_data_root():
 
 @pytest.mark.parametrize("name", ["../escape", "a/b", ".hidden", "", "x" * 200])
 def test_card_names_that_are_not_file_names_are_refused(tmp_path, name):
-    from qhawkeye.evaluate.benchmarks import load_card_file
+    from qhawkeye.labels import load_card_file
 
     card = tmp_path / "card.yaml"
     card.write_text(json.dumps({"name": name, "label_file": "l.json", "image_root": ".", "format": "deqa", "mos_range": [1, 5],

@@ -10,7 +10,7 @@ from PIL import Image
 from scipy import stats
 
 from qhawkeye import cli
-from qhawkeye.evaluate.benchmarks import load_card_file, load_items
+from qhawkeye.labels import load_card_file, load_items
 
 
 def _strict(path):

@@ -13,8 +13,8 @@ import pytest
 from scipy import stats
 
 from qhawkeye import cli
-from qhawkeye.evaluate.benchmarks import BenchmarkCard, BenchmarkItem
 from qhawkeye.evaluate.run import EvaluateConfig, benchmark_metrics
+from qhawkeye.labels import BenchmarkCard, BenchmarkItem
 from qhawkeye.provenance import json_safe
 
 ROOT = Path(__file__).resolve().parents[1]

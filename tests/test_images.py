@@ -238,3 +238,21 @@ def test_degrade_stage_skips_an_unreadable_original_and_goes_on(tmp_path):
     assert [u["group_id"] for u in summary["unreadable"]] == ["g1"]
     assert "p1.png" in summary["unreadable"][0]["error"]
     assert [r["group_id"] for r in read_records(tmp_path / "degrade")] == ["g0", "g2"]
+
+
+@pytest.mark.parametrize(
+    "mode",
+    ["1", "L", "P", "RGB", "RGBA", "LA", "PA", "La", "RGBa", "RGBX", "I", "I;16", "I;16B", "F", "CMYK", "YCbCr",
+     "LAB", "HSV"],
+)  # fmt: skip
+def test_every_pil_mode_becomes_rgb(mode):
+    from qhawkeye.images import to_rgb
+
+    img = to_rgb(Image.new(mode, (6, 4)))
+    assert img.mode == "RGB" and img.size == (6, 4)
+
+
+def test_lab_goes_through_the_colour_profile():
+    mid_grey = Image.new("LAB", (4, 4), (100, 128, 128))  # L* 39, a* = b* = 0: neutral grey
+    r, g, b = _pixels(decode_image(_encode(mid_grey, "TIFF")))[0, 0]
+    assert abs(r - g) <= 2 and abs(g - b) <= 2 and 80 < r < 105

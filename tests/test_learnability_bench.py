@@ -60,3 +60,28 @@ def test_ladder_and_ablation_dry_runs(qh_home, tmp_path):
     ):
         assert arm in printed
     assert (out / "exposure" / "grpo-recipe+PAO" / "seed0" / "result.json").is_file()
+
+
+def test_ablation_table_pairs_each_arm_with_its_own_policy_runs():
+    """With --out-of-range every arm, plain GRPO included, is a run tagged by the policy; the table finds each."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import ablation
+
+    runs = ablation.runs("exposure", [0, 1], ["recipe", "strong"], "zero")
+    tags = {r.tag for r in runs if r.arm != "warm"}
+    assert tags == {"zero-GRPO"} | {
+        f"zero-{s}{a}" for s in ("recipe", "strong") for a in ("+UADO", "+PAO", "+UADO+PAO")
+    }
+    assert all(dict(r.overrides)["accuracy_out_of_range"] == "zero" for r in runs if r.arm != "warm")
+    results = [
+        {"arm": r.arm, "tag": r.tag, "seed": r.seed,
+         "eval": {"expected": {"srcc": 0.5 + 0.1 * r.seed + 0.01 * len(r.tag)}, "greedy": {"srcc": None}}}
+        for r in runs if r.arm != "warm"
+    ]  # fmt: skip
+    table = ablation.table(results, "exposure", [0, 1], ["recipe", "strong"], "zero")
+    for setting in ("recipe", "strong"):
+        for arm in ("GRPO", "+UADO", "+PAO", "+UADO+PAO"):
+            assert f"| {setting} | {arm} | 2 |" in table, table
+    # the paired difference of +UADO from GRPO: the same for both seeds (0.01 x tag length difference)
+    diff = 0.01 * (len("zero-recipe+UADO") - len("zero-GRPO"))
+    assert f"{diff:+.3f} [{diff:+.3f}, {diff:+.3f}]" in table.splitlines()[3]

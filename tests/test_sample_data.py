@@ -16,7 +16,7 @@ from PIL import Image
 from skimage.metrics import structural_similarity
 
 from qhawkeye import sample_data
-from qhawkeye.evaluate.benchmarks import load_card_file, load_items
+from qhawkeye.labels import load_card_file, load_items
 from qhawkeye.sample_data.synthetic import (
     S0,
     SSIM_SETTINGS,

@@ -302,6 +302,13 @@ def test_manifest_and_score_file_errors_name_file_and_line(tmp_path):
     out.write_text('{"id": "a", "score": 3}\n{"id": "b", "sc\x00ore": }\n{"id": "c"}\n')
     with pytest.raises(ValueError, match=r"scores\.jsonl: line 2 is not valid JSON"):
         ResultFile(out, {"model": "m"})
+    out.write_text('{"id": "a", "score": 3}\n{"id": "b"}\n{"id": "a", "score": 2}\n')
+    with pytest.raises(ValueError, match=r"scores\.jsonl: record 3 repeats the id 'a' of record 1"):
+        ResultFile(out, {"model": "m"})
+    out.write_text('{"id": "a", "score": 3}\n')
+    out.with_name("scores.jsonl.run.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"scores\.jsonl\.run\.json: not valid JSON"):
+        ResultFile(out, {"model": "m"})
 
 
 def test_expected_score_refuses_out_of_range_numbers():

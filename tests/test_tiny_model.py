@@ -55,3 +55,14 @@ def test_tags_survive_decoding_and_pixel_limits_apply(tiny_model_dir):
         "image_grid_thw"
     ]
     assert grid.prod().item() * 14 * 14 <= 56 * 56 * 1.0 + 1  # max_pixels override took effect
+
+
+def test_loading_a_format_model_never_trains_it(tmp_path, monkeypatch):
+    import pytest
+
+    from qhawkeye import settings
+
+    monkeypatch.setenv("QHAWKEYE_HOME", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"build-tiny --variant tiny --format-warm-start"):
+        resolve_model_path("tiny-format")
+    assert not settings.tiny_model_dir("tiny-format").exists()

@@ -85,3 +85,10 @@ def test_empty_and_missing_columns_and_missing_folder(tmp_path):
         load_training_dataset(other)
     with pytest.raises(FileNotFoundError, match="nowhere"):
         load_training_dataset(tmp_path / "nowhere")
+
+
+def test_a_repeated_group_id_is_refused(tmp_path):
+    rows = _rows(4)
+    rows["group_id"][3] = "g1"  # a pair copied, or an image joined to another image's degraded copy
+    with pytest.raises(ValueError, match=r"row 3: group_id 'g1' repeats row 1's"):
+        load_training_dataset(_save(tmp_path, rows))

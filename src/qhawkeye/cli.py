@@ -51,11 +51,12 @@ def _list_fields() -> int:
 
 def _cmd_build_tiny(args) -> int:
     from qhawkeye.tiny import build_tiny_model, ensure_tiny_model
+    from qhawkeye.train.warmstart import build_format_model, ensure_format_model
 
-    if args.out:
-        path = build_tiny_model(args.out, args.variant, format_warm_start=args.format_warm_start)
+    if args.format_warm_start:
+        path = build_format_model(args.out, args.variant) if args.out else ensure_format_model(args.variant)
     else:
-        path = ensure_tiny_model(args.variant, format_warm_start=args.format_warm_start)
+        path = build_tiny_model(args.out, args.variant) if args.out else ensure_tiny_model(args.variant)
     print(path)
     return 0
 

@@ -216,8 +216,8 @@ def compare(warm_dir: Path, trained_dir: Path, card_name: str, labels: dict[str,
 
 def run_demo(config: DemoConfig | None = None, progress: bool = True) -> dict:
     """Run (or resume) every stage into ``config.out``; returns the summary the report renders."""
-    from qhawkeye.evaluate.benchmarks import load_card_file, load_items
     from qhawkeye.evaluate.demo_report import write_demo_report
+    from qhawkeye.labels import load_card_file, load_items
     from qhawkeye.scoring import create_scorer
 
     cfg = config or DemoConfig()

@@ -156,6 +156,10 @@ def to_rgb(img: Image.Image) -> Image.Image:
     if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         return _high_depth_to_rgb(img)
     profile = img.info.get("icc_profile")
+    if img.mode == "LAB":  # CIELAB (TIFF): through LittleCMS, not a byte reinterpretation
+        return ImageCms.applyTransform(img, _lab_to_srgb())
+    if img.mode == "La":  # premultiplied alpha: PIL converts it only to LA
+        img = img.convert("LA")
     if img.mode == "P":
         img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
@@ -187,6 +191,16 @@ def _high_depth_to_rgb(img: Image.Image) -> Image.Image:
 
 
 _SRGB = None
+_LAB = None
+
+
+def _lab_to_srgb():
+    global _LAB
+    if _LAB is None:
+        _LAB = ImageCms.buildTransform(
+            ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB"), "LAB", "RGB"
+        )
+    return _LAB
 
 
 def _via_profile(img: Image.Image, profile: bytes) -> Image.Image | None:

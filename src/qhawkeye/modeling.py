@@ -71,7 +71,17 @@ def resolve_model_path(name_or_path: str) -> Path:
         from qhawkeye.tiny import ensure_tiny_model
 
         variant, warm = settings.TINY_MODELS[name_or_path]
-        return ensure_tiny_model(variant, format_warm_start=warm)
+        if not warm:
+            return ensure_tiny_model(variant)
+        folder = settings.tiny_model_dir(name_or_path)
+        if not (
+            folder / "config.json"
+        ).is_file():  # training is an explicit step, never a side effect of loading
+            raise FileNotFoundError(
+                f"{name_or_path!r} is the tiny model after a format warm start, which is trained, not downloaded: "
+                f"run `qhawkeye build-tiny --variant {variant} --format-warm-start` once (under a minute on a CPU)"
+            )
+        return folder
     path = Path(name_or_path).expanduser()
     if not (path / "config.json").is_file():
         raise FileNotFoundError(

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 from qhawkeye import SCORE_MAX, SCORE_MIN
 
-_ANSWER_BLOCK = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+ANSWER_BLOCK = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+"""The answer block (the first ``<answer>...</answer>``): the one pattern the parser and the rewards share."""
+_ANSWER_BLOCK = ANSWER_BLOCK
 _NUMBER = re.compile(r"\s*([+-]?\d+(?:\.\d+)?)\s*")
 _FULL_FORMAT = re.compile(r"\s*<think>.*?</think>\s*<answer>\s*[+-]?\d+(?:\.\d+)?\s*</answer>\s*", re.DOTALL)
 
@@ -106,3 +108,15 @@ def parse_score_release(text: str, lo: float = SCORE_MIN, hi: float = SCORE_MAX)
     that key inside the tags; anything else is a failure, as in :func:`parse_score` (evaluation preset only).
     """
     return _parse_block(text, _FINAL_SCORE, "one number (optionally final_score: number)", lo, hi)
+
+
+def max_variance(lo: float = SCORE_MIN, hi: float = SCORE_MAX) -> float:
+    """The largest population variance of scores on [lo, hi]: half of them at each end, ``(hi - lo)^2 / 4``."""
+    return (hi - lo) ** 2 / 4
+
+
+def normalised_uncertainty(var: float, lo: float = SCORE_MIN, hi: float = SCORE_MAX) -> float:
+    """``var / max_variance`` clipped to [0, 1]: the uncertainty UADO weights by and the Scorer reports (one
+    definition for both; :func:`qhawkeye.train.uado.group_uncertainty` is its batched tensor form)."""
+    top = max_variance(lo, hi)
+    return min(max(var / top, 0.0), 1.0) if top > 0 else 0.0

@@ -6,13 +6,12 @@ Written beside every checkpoint and result so that numbers can be traced to code
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import math
-import os
 import platform
 import subprocess
-import tempfile
 from pathlib import Path
+
+from qhawkeye.atomic import umask_mode, write_json_atomic  # noqa: F401 - re-exported: the old home
 
 PACKAGES = (
     "qhawkeye",
@@ -68,30 +67,6 @@ def dataset_fingerprint(dataset, path: str | Path | None = None) -> dict:
         "num_rows": len(dataset),
         "columns": list(dataset.column_names),
     }
-
-
-def umask_mode(directory: bool = False) -> int:
-    """The permissions a plain ``open``/``mkdir`` would give under the current umask. ``mkstemp``/``mkdtemp``
-    create 0600/0700 entries; our atomic writes chmod them to this before renaming them into place."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return (0o777 if directory else 0o666) & ~mask
-
-
-def write_json_atomic(path: str | Path, payload: dict) -> None:
-    """Write JSON to ``path`` through a temporary file in the same folder, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.chmod(tmp, umask_mode())
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=True, default=str)
-            handle.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def json_safe(value):

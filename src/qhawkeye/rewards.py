@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 
 from qhawkeye import SCORE_MAX, SCORE_MIN
-from qhawkeye.parsing import completion_text, is_well_formed, parse_score
+from qhawkeye.parsing import ANSWER_BLOCK, completion_text, is_well_formed, parse_score
 from qhawkeye.registry import lookup
 
 FORMAT_REWARD_VALUE = 0.8
@@ -60,7 +60,6 @@ def format_reward(completions: list, **_) -> list[float]:
     return [FORMAT_REWARD_VALUE if is_well_formed(completion_text(c)) else 0.0 for c in completions]
 
 
-_ANSWER_TEXT = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 _PUNCTUATION = re.compile(r"[^\w\s]")
 
 
@@ -75,7 +74,7 @@ def repetition_penalty_value(
       -scale * (sum of counts of characters, spaces included, seen more than threshold times)``,
     floored at ``floor``. (Splitting on a single space, empty strings included, is the release's behaviour.)
     """
-    match = _ANSWER_TEXT.search(text)
+    match = ANSWER_BLOCK.search(text)
     cleaned = _PUNCTUATION.sub("", (match.group(1) if match else text).strip())
     words = sum(n for n in Counter(cleaned.split(" ")).values() if n > threshold)
     chars = sum(n for n in Counter(cleaned).values() if n > threshold)

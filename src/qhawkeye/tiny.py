@@ -13,15 +13,13 @@ Variants: ``tiny`` (about 0.75M parameters, 3 MB) for tests and CI, ``small`` (a
 from __future__ import annotations
 
 import logging
-import os
 import random
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from qhawkeye import prompts, settings
-from qhawkeye.provenance import umask_mode
+from qhawkeye.atomic import atomic_dir
 
 logger = logging.getLogger(__name__)
 
@@ -196,14 +194,10 @@ def build_model(tokenizer, spec: TinySpec, seed: int = 0):
     return model
 
 
-def build_tiny_model(
-    out_dir: str | Path, variant: str = "tiny", seed: int = 0, format_warm_start: bool = False
-) -> Path:
-    """Build a tiny Qwen2.5-VL and save it to ``out_dir`` atomically (written beside, then renamed).
-
-    ``format_warm_start`` adds the image-blind format-only fine-tune of :mod:`qhawkeye.train.warmstart`, so the
-    model writes parseable answers (demo and tests only).
-    """
+def build_tiny_model(out_dir: str | Path, variant: str = "tiny", seed: int = 0) -> Path:
+    """Build a tiny randomly initialised Qwen2.5-VL and save it to ``out_dir`` atomically (written beside, then
+    renamed). Building only: the format warm-started variants are trained by
+    :func:`qhawkeye.train.warmstart.ensure_format_model`."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown tiny-model variant {variant!r}; choose from {sorted(VARIANTS)}")
     out_dir = Path(out_dir)
@@ -213,36 +207,21 @@ def build_tiny_model(
     tokenizer = build_tokenizer(spec.vocab_size, seed)
     processor = build_processor(tokenizer)
     model = build_model(tokenizer, spec, seed)
-    if format_warm_start:
-        from qhawkeye import sample_data
-        from qhawkeye.data.training_set import make_synthetic_pairs
-        from qhawkeye.images import load_image
-        from qhawkeye.train.warmstart import format_warm_start as warm_start
-
-        # synthetic pictures and the bundled real photos (unlabelled): the format must hold on both kinds
-        images = make_synthetic_pairs(16, seed=seed + 1)["image"] + [
-            load_image(p) for p in sample_data.photos()
-        ]
-        warm_start(model, processor, images, steps=150, seed=seed, think="fixed")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}.") as tmp:
-        os.chmod(tmp, umask_mode(directory=True))
+    with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
-        os.replace(tmp, out_dir)
-        Path(tmp).mkdir()  # TemporaryDirectory's cleanup expects its folder to still exist
     logger.info("built %s Qwen2.5-VL (%d parameters) at %s", variant, model.num_parameters(), out_dir)
     return out_dir
 
 
-def ensure_tiny_model(variant: str = "tiny", format_warm_start: bool = False) -> Path:
+def ensure_tiny_model(variant: str = "tiny") -> Path:
     """The embedded default's folder, built on first use (under ``settings.home()``)."""
-    folder = settings.tiny_model_dir(variant + ("-format" if format_warm_start else ""))
+    folder = settings.tiny_model_dir(variant)
     if (folder / "config.json").is_file():
         return folder
     if folder.exists():  # left by an interrupted copy from outside qhawkeye (our writes are atomic)
         shutil.rmtree(folder)
     try:
-        return build_tiny_model(folder, variant, format_warm_start=format_warm_start)
+        return build_tiny_model(folder, variant)
     except FileExistsError:  # another process built it meanwhile
         return folder

@@ -1,6 +1,6 @@
 """`qhawkeye data ingest`: read a label file through a benchmark card, validate every row, write the first manifest.
 
-The label file is described by a card (:mod:`qhawkeye.evaluate.benchmarks`: a built-in name or a YAML card),
+The label file is described by a card (:mod:`qhawkeye.labels`: a built-in name or a YAML card),
 or ad hoc by ``--labels FILE --mos-range LO HI [--lower-better]``. Every row is checked: the label parses and
 lies in the card's fixed range, the id is unique, the image exists and decodes. All problems are reported
 with their row; if any row is bad nothing is written, unless ``skip_bad`` is set, which drops and lists them.
@@ -16,7 +16,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from qhawkeye.data.manifest import prepare_stage_dir, write_records
-from qhawkeye.evaluate.benchmarks import BenchmarkCard, BenchmarkItem, checked_rows, resolve_card
+from qhawkeye.labels import BenchmarkCard, BenchmarkItem, checked_rows, resolve_card
 
 logger = logging.getLogger(__name__)
 

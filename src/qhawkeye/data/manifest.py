@@ -24,13 +24,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 from qhawkeye import SCORE_MAX, SCORE_MIN
-from qhawkeye.provenance import umask_mode, write_json_atomic
+from qhawkeye.atomic import atomic_file, write_json_atomic
 
 MANIFEST = "manifest.jsonl"
 STAGE = "stage.json"
@@ -227,19 +225,9 @@ def write_records(
 ) -> Path:
     """Write ``manifest.jsonl`` (atomically) and ``stage.json`` into the stage folder ``out``."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{MANIFEST}.", suffix=".tmp")
-    os.chmod(tmp, umask_mode())
-    try:
-        with os.fdopen(fd, "w") as f:
-            for record in records:
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out / MANIFEST)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(out / MANIFEST, "w") as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
     info = {"stage": stage, "params": params, "summary": summary or {}}
     if source is not None:
         src = manifest_path(source)

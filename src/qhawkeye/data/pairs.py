@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,10 +24,10 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from qhawkeye.atomic import atomic_file
 from qhawkeye.data.degradations import FIRST, SECOND, DegradationParams, degrade, get_degradation
 from qhawkeye.data.manifest import STAGE_FIELDS, begin_stage, read_records, write_records
 from qhawkeye.images import UnreadableImage, load_image
-from qhawkeye.provenance import umask_mode
 
 logger = logging.getLogger(__name__)
 
@@ -77,15 +76,8 @@ def _file_name(group_id: str) -> str:
 
 
 def _save_atomic(img: Image.Image, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.chmod(tmp, umask_mode())
-    os.close(fd)
-    try:
-        img.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, "wb") as handle:
+        img.save(handle, format="PNG")
 
 
 def _degrade_one(task: tuple) -> tuple[str, str, bool, str | None]:

@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from qhawkeye import SCORE_MAX, SCORE_MIN, prompts
+from qhawkeye.atomic import atomic_dir
 from qhawkeye.data.degradations import DEGRADATIONS, degrade
-from qhawkeye.provenance import umask_mode
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +58,7 @@ def load_training_dataset(
         data = data.select(range(min(max_samples, len(data))))
     _check_columns(data, path, [image_column, score_column] + ([degraded_column] if degraded_column else []))
     _check_scores(data, path, score_column)
+    _check_unique(data, path, ("group_id",))  # ids are unique per source; group ids (source/id) overall
     if check_images:
         _check_images(data, path, [image_column] + ([degraded_column] if degraded_column else []))
     if "prompt" not in data.column_names:
@@ -94,6 +92,21 @@ def _check_scores(data, path: Path, column: str) -> None:
                 f"{path}: {_row_name(data, i)}: {column}={value!r} is not on [{SCORE_MIN:g}, {SCORE_MAX:g}]. Labels "
                 "must be mapped to [1, 5] from the benchmark card's fixed range (`qhawkeye data build` does this)."
             )
+
+
+def _check_unique(data, path: Path, columns: tuple[str, ...]) -> None:
+    """Each pair once: a repeated id or group id means rows were joined or copied wrongly."""
+    for column in columns:
+        if column not in data.column_names:
+            continue
+        first: dict = {}
+        for i, value in enumerate(data[column]):
+            if value in first:
+                raise ValueError(
+                    f"{path}: row {i}: {column} {value!r} repeats row {first[value]}'s; every pair needs its own "
+                    f"{column} (rebuild the set with `qhawkeye data build`, which builds each source once)"
+                )
+            first[value] = i
 
 
 def _check_images(data, path: Path, columns: list[str]) -> None:
@@ -175,13 +188,6 @@ def save_synthetic_training_set(out_dir: str | Path, n: int = 16, seed: int = 0,
     data = Dataset.from_dict(make_synthetic_pairs(n, seed, size), features=features)
     messages = prompts.build_messages()
     data = data.map(lambda _: {"prompt": messages})
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
-    os.chmod(tmp, umask_mode(directory=True))
-    try:
+    with atomic_dir(out_dir) as tmp:
         data.save_to_disk(str(tmp))
-        os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return out_dir

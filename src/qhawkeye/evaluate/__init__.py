@@ -1,2 +1,2 @@
 """Evaluation: correlation metrics (:mod:`.metrics`), benchmark cards and their label files
-(:mod:`.benchmarks`), and the renderer of results into tables and plots (:mod:`.report`)."""
+(:mod:`qhawkeye.labels`, re-exported as :mod:`.benchmarks`), and the renderer of results into tables and plots (:mod:`.report`)."""

@@ -35,7 +35,7 @@ class HeldOutItem:
 def held_out_items(config, data_args, max_samples: int) -> list[HeldOutItem]:
     """The quality-eval set: the benchmark card if ``quality_eval_benchmark`` is set, else the eval dataset."""
     if config.quality_eval_benchmark:
-        from qhawkeye.evaluate.benchmarks import load_items, resolve_card
+        from qhawkeye.labels import load_items, resolve_card
 
         card = resolve_card(config.quality_eval_benchmark, config.quality_eval_data_root)
         items = load_items(card, config.quality_eval_data_root)[:max_samples]

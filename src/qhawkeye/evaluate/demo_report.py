@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import math
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
+from qhawkeye.atomic import write_text_atomic
 from qhawkeye.evaluate import report
-from qhawkeye.provenance import umask_mode
 
 CURVES = ("reward", "rewards/accuracy_reward/mean", "qhawkeye/kl_prcp", "qhawkeye/uado_weight",
           "qhawkeye/entropy_orig", "qhawkeye/parse_failure_rate")  # fmt: skip
@@ -122,11 +120,7 @@ def render(summary: dict) -> str:
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.chmod(tmp, umask_mode())
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
 
 
 def write_demo_report(summary: dict, history: list[dict], out: Path) -> Path:

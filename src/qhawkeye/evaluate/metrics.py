@@ -3,7 +3,7 @@ the fit, and percentile-bootstrap confidence intervals, plain and paired.
 
 Conventions
 - Inputs are the parsed rows only: ``pred`` (model scores) and ``gt`` (labels already mapped to [1, 5] by
-  :mod:`qhawkeye.evaluate.benchmarks`), 1-D float arrays of the same length.
+  :mod:`qhawkeye.labels`), 1-D float arrays of the same length.
 - Degenerate data never raises and is never imputed: fewer than 3 rows, a non-finite value, a constant
   prediction or a constant ground truth give NaN for the metrics they make undefined, and
   ``MetricSet.nan_reason`` says why in words. A failed logistic fit gives NaN for the two fitted metrics only.

@@ -12,8 +12,6 @@ from __future__ import annotations
 import io
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -21,8 +19,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from qhawkeye.atomic import write_bytes_atomic
 from qhawkeye.evaluate.metrics import LogisticFitError, MetricSet, compute_metrics, fit_logistic_4, logistic_4
-from qhawkeye.provenance import umask_mode
 
 logger = logging.getLogger(__name__)
 
@@ -308,15 +306,4 @@ def _save_png(fig: Figure, path: str | Path) -> Path:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same folder and ``os.replace`` (creating the folder if needed)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.chmod(tmp, umask_mode())
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a report is meant to be read
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, data)

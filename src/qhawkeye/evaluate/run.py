@@ -23,9 +23,9 @@ import numpy as np
 
 from qhawkeye import provenance
 from qhawkeye.evaluate import report
-from qhawkeye.evaluate.benchmarks import BenchmarkCard, BenchmarkItem, load_items, resolve_card
 from qhawkeye.evaluate.config import EvaluateConfig
 from qhawkeye.evaluate.metrics import bootstrap_intervals, compute_metrics
+from qhawkeye.labels import BenchmarkCard, BenchmarkItem, load_items, resolve_card
 from qhawkeye.scoring.io import InputItem, ResultFile
 from qhawkeye.scoring.main import score_items
 from qhawkeye.scoring.scorer import Scorer, ScorerConfig

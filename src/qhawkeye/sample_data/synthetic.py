@@ -43,9 +43,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import tempfile
 import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -55,8 +53,8 @@ import yaml
 from PIL import Image
 
 from qhawkeye import sample_data
+from qhawkeye.atomic import atomic_dir, write_json_atomic
 from qhawkeye.data.degradations import FIRST, DegradationParams, degrade
-from qhawkeye.provenance import umask_mode, write_json_atomic
 from qhawkeye.registry import lookup
 
 logger = logging.getLogger(__name__)
@@ -329,17 +327,8 @@ def make_synthetic_iqa(
     if summary is not None:
         logger.info("synthetic set: reusing %s", out)
         return _result(out, summary, reused=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    os.chmod(tmp, umask_mode(directory=True))
-    try:
+    with atomic_dir(out) as tmp:  # ``out`` is absent or empty (checked above)
         summary = _write(tmp, params, spec, test_fraction, seed, paths)
-        if out.is_dir():
-            out.rmdir()  # empty (checked above)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     logger.info("synthetic set: %s items in %s", summary["items"], out)
     return _result(out, summary, reused=False)
 

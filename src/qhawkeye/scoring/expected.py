@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from qhawkeye.parsing import ParsedScore
+from qhawkeye.parsing import ParsedScore, normalised_uncertainty
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,5 @@ def expected_score(
     values = torch.tensor(digits.values, dtype=torch.float64)
     mean = float((probs * values).sum())
     var = float((probs * (values - mean) ** 2).sum())
-    half_range = (digits.values[-1] - digits.values[0]) / 2
-    uncertainty = min(var / half_range**2, 1.0) if half_range > 0 else 0.0
+    uncertainty = normalised_uncertainty(var, digits.values[0], digits.values[-1])
     return Expected(mean, math.sqrt(var), uncertainty, tuple(float(p) for p in probs))

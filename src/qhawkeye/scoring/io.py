@@ -67,7 +67,12 @@ def read_manifest(path: Path) -> list[InputItem]:
 
     Errors name the file and the row (JSON: "row N", counted from 1) or the line (JSONL: "line N" of the file).
     """
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"{path}: not a UTF-8 text file ({err.reason}); a manifest is JSON or JSONL"
+        ) from None
     if path.suffix.lower() != ".json":
         return [_manifest_item(path, where, row) for where, row in _jsonl_rows(path, text)]
     try:
@@ -118,7 +123,13 @@ class ResultFile:
 
     def _check_run(self, run: dict) -> None:
         if self.path.exists() and self.sidecar.is_file():
-            previous = json.loads(self.sidecar.read_text())
+            try:
+                previous = json.loads(self.sidecar.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                raise ValueError(
+                    f"{self.sidecar}: not valid JSON ({err}); it records how {self.path} was made: restore it, or "
+                    "move both aside and rerun"
+                ) from None
             if previous != run:
                 diff = sorted(k for k in set(previous) | set(run) if previous.get(k) != run.get(k))
                 raise FileExistsError(
@@ -139,18 +150,27 @@ class ResultFile:
             _cut_partial_csv_record(self.path)
         else:
             _cut_partial_line(self.path)
-        with self.path.open(newline="") as f:
+        with self.path.open(newline="", encoding="utf-8") as f:
             if self.fmt == "csv":
                 rows = list(csv.DictReader(f))
             else:
                 rows = [row for _, row in _jsonl_rows(self.path, f.read())]
+        done: dict[str, dict] = {}
+        first: dict[str, int] = {}
         for n, row in enumerate(rows, start=1):
-            if not isinstance(row, dict) or "id" not in row:
+            if not isinstance(row, dict) or not isinstance(row.get("id"), str) or not row["id"]:
                 raise ValueError(
                     f"{self.path}: record {n} has no id: not a qhawkeye score file, or damaged; move it aside "
                     "and rerun (the sidecar .run.json goes with it)"
                 )
-        return {str(row["id"]): row for row in rows}
+            if row["id"] in first:
+                raise ValueError(
+                    f"{self.path}: record {n} repeats the id {row['id']!r} of record {first[row['id']]}: the file "
+                    "was edited or two runs were joined; keep one row per id, or move it aside and rerun"
+                )
+            first[row["id"]] = n
+            done[row["id"]] = row
+        return done
 
     def append(self, results: Iterable[ScoreResult], paths: dict[str, Path]) -> None:
         """Append rows and flush them to disk (a crash loses at most the batch being written)."""

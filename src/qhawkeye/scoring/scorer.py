@@ -47,6 +47,7 @@ from PIL import Image
 from qhawkeye import SCORE_MAX, SCORE_MIN, prompts
 from qhawkeye.images import UnreadableImage, check_size, display_name, load_image, to_rgb
 from qhawkeye.modeling import load_model, load_processor, resolve_model_path
+from qhawkeye.parsing import normalised_uncertainty
 from qhawkeye.scoring.config import ScorerConfig
 from qhawkeye.scoring.expected import ScoreDigits, expected_score
 from qhawkeye.scoring.generation import Generation, GenerationRequest, generate_batch, row_seed
@@ -142,7 +143,7 @@ def summarise_draws(key: str, draws: list[Draw], parser_score_range=(SCORE_MIN, 
     if len(draws) > 1 and len(scores) >= 2:
         var = sum((s - mean) ** 2 for s in scores) / len(scores)
         lo, hi = parser_score_range
-        std, uncertainty = math.sqrt(var), min(var / ((hi - lo) ** 2 / 4), 1.0)
+        std, uncertainty = math.sqrt(var), normalised_uncertainty(var, lo, hi)
     first = draws[0]
     return ScoreResult(
         key,

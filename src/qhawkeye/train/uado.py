@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from qhawkeye.parsing import max_variance
+
 UNPARSED_POLICIES = ("max_uncertainty", "full_weight")
 """For groups with fewer than two parseable scores: ``max_uncertainty`` gives u = 1 (smallest weight);
 ``full_weight`` gives u = 0 (w = 1), the authors' release behaviour."""
@@ -36,8 +38,7 @@ def group_uncertainty(
     n = valid.sum(dim=1)
     mean = (x * valid).sum(dim=1) / n.clamp(min=1)
     var = (((x - mean[:, None]) ** 2) * valid).sum(dim=1) / n.clamp(min=1)  # population variance
-    var_max = (score_max - score_min) ** 2 / 4
-    u = (var / var_max).clamp(0.0, 1.0)
+    u = (var / max_variance(score_min, score_max)).clamp(0.0, 1.0)  # normalised_uncertainty, batched
     fallback = 1.0 if unparsed_policy == "max_uncertainty" else 0.0
     return torch.where(n >= 2, u, torch.full_like(u, fallback)).to(scores.dtype)
 

@@ -9,9 +9,7 @@ a later GRPO run shows was learned from the reward, not from this step. Demo and
 from __future__ import annotations
 
 import logging
-import os
 import random
-import tempfile
 from pathlib import Path
 
 import torch
@@ -135,8 +133,8 @@ def warm_start_folder(
     The targets never see a label, so the warm start may use the very images GRPO trains on: what it teaches
     is the answer's format and its end (``<|im_end|>``), on the pictures the policy will see.
     """
+    from qhawkeye.atomic import atomic_dir, write_json_atomic
     from qhawkeye.modeling import load_model, load_processor
-    from qhawkeye.provenance import umask_mode, write_json_atomic
 
     out_dir = Path(out_dir)
     if (out_dir / "config.json").is_file():
@@ -144,15 +142,56 @@ def warm_start_folder(
     processor = load_processor(base)
     model = load_model(base, dtype="float32")
     losses = format_warm_start(model, processor, images, steps, batch_size, lr, seed, think)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}.") as tmp:
-        os.chmod(tmp, umask_mode(directory=True))
+    with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
         write_json_atomic(Path(tmp) / "warm_start.json", {
             "base": str(base), "images": len(images), "steps": steps, "batch_size": batch_size, "lr": lr,
             "seed": seed, "think": think, "loss_first": losses[0], "loss_last": losses[-1],
         })  # fmt: skip
-        os.replace(tmp, out_dir)
-        Path(tmp).mkdir()  # TemporaryDirectory's cleanup expects its folder to still exist
     return out_dir
+
+
+FORMAT_STEPS = 150
+"""Steps of the embedded ``*-format`` models' warm start."""
+
+
+def format_model_images(seed: int = 0) -> list:
+    """What the embedded ``*-format`` models are warm-started on: 16 synthetic pictures and the bundled real
+    photos (unlabelled), so the format holds on both kinds."""
+    from qhawkeye import sample_data
+    from qhawkeye.data.training_set import make_synthetic_pairs
+    from qhawkeye.images import load_image
+
+    return make_synthetic_pairs(16, seed=seed + 1)["image"] + [load_image(p) for p in sample_data.photos()]
+
+
+def build_format_model(out_dir: str | Path, variant: str = "tiny", seed: int = 0) -> Path:
+    """Train the embedded ``<variant>-format`` model into ``out_dir``: the tiny model ``variant`` after the
+    image-blind format warm start (fixed analysis sentence, :data:`FORMAT_STEPS` steps). This is a training
+    step, run explicitly (``qhawkeye build-tiny --format-warm-start``, the tests, the benchmarks), never by
+    :func:`qhawkeye.modeling.resolve_model_path`."""
+    from qhawkeye.tiny import ensure_tiny_model
+
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        raise FileExistsError(f"{out_dir} already exists; remove it or choose another folder")
+    return warm_start_folder(ensure_tiny_model(variant), format_model_images(seed), out_dir, steps=FORMAT_STEPS,
+                             seed=seed, think="fixed")  # fmt: skip
+
+
+def ensure_format_model(variant: str = "tiny") -> Path:
+    """The embedded ``<variant>-format`` folder under ``settings.home()``, trained on first call."""
+    from qhawkeye import settings
+
+    folder = settings.tiny_model_dir(variant + "-format")
+    if (folder / "config.json").is_file():
+        return folder
+    if folder.exists():  # left by an interrupted copy from outside qhawkeye (our writes are atomic)
+        import shutil
+
+        shutil.rmtree(folder)
+    try:
+        return build_format_model(folder, variant)
+    except FileExistsError:  # another process built it meanwhile
+        return folder
