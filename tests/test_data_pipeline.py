@@ -362,3 +362,16 @@ def test_paths_from_manifests_and_labels_stay_inside_the_recorded_folders(source
     (source / "meta.json").write_text(json.dumps(rows))
     with pytest.raises(ValueError, match=r"p0.*leads outside the card's image_root"):
         _ingest(source, tmp_path / "ingest-escape")
+
+
+def test_ingest_refuses_to_rewrite_its_folder_from_other_labels(source, tmp_path):
+    _ingest(source, tmp_path / "ingest")
+    before = _tree_digest(tmp_path / "ingest")
+    _ingest(source, tmp_path / "ingest")  # the same labels again: fine, same result
+    assert _tree_digest(tmp_path / "ingest") == before
+    rows = json.loads((source / "meta.json").read_text())
+    rows[0]["gt_score"] = 99.0
+    (source / "meta.json").write_text(json.dumps(rows))
+    with pytest.raises(FileExistsError, match="other ingest parameters"):
+        _ingest(source, tmp_path / "ingest")
+    assert _tree_digest(tmp_path / "ingest") == before

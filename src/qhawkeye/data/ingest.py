@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from qhawkeye.data.manifest import prepare_stage_dir, write_records
+from qhawkeye.data.manifest import begin_stage, file_sha256, write_records
 from qhawkeye.labels import BenchmarkCard, BenchmarkItem, checked_rows, resolve_card
 
 logger = logging.getLogger(__name__)
@@ -145,8 +145,9 @@ def run_ingest(config: IngestConfig, out: str | Path, progress: bool = True, dry
                          "the images (DeQA-Score JSON, JSONL or CSV with a score column).")  # fmt: skip
     if dry_run:
         return {**summary, "dry_run": dry_run}
-    out = prepare_stage_dir(out, "ingest")
     params = {"card": card.name, "label_file": str(card.label_file), "mos_range": list(card.mos_range),
-              "lower_better": card.lower_better, "image_roots": image_roots(card, items)}  # fmt: skip
+              "lower_better": card.lower_better, "image_roots": image_roots(card, items),
+              "label_file_sha256": file_sha256(card.label_file), "skip_bad": config.skip_bad}  # fmt: skip
+    begin_stage(out, "ingest", params)  # a rerun into the same folder must come from the same labels
     write_records(out, (record(card, item) for item in items), "ingest", params, summary=summary)
     return summary
