@@ -143,6 +143,7 @@ def test_train_checkpoint_resume_and_score_on_the_real_shape(shaped_dir, paired_
     from safetensors.torch import load_file
 
     from qhawkeye.cli import main
+    from qhawkeye.prompts import build_messages
     from qhawkeye.scoring import create_scorer
 
     def args(out, steps, *extra):
@@ -170,5 +171,20 @@ def test_train_checkpoint_resume_and_score_on_the_real_shape(shaped_dir, paired_
     assert any(not torch.equal(start[k], end[k]) for k in end)
     for k in end:
         torch.testing.assert_close(again[k], end[k], rtol=0, atol=1e-6, msg=k)
+    from transformers import AutoModelForImageTextToText, Qwen2_5_VLForConditionalGeneration
+
+    stock = AutoModelForImageTextToText.from_pretrained(full, dtype=torch.float32)  # what users load it with
+    assert type(stock) is Qwen2_5_VLForConditionalGeneration
+    from qhawkeye.modeling import load_processor
+
+    processor = load_processor(full)
+    text = processor.apply_chat_template(
+        build_messages(with_image=True), add_generation_prompt=True, tokenize=False
+    )
+    batch = processor(text=[text], images=[_photo(6)], return_tensors="pt")
+    base = AutoModelForImageTextToText.from_pretrained(shaped_dir, dtype=torch.float32)
+    with torch.inference_mode():
+        trained_logits, base_logits = stock(**batch).logits, base(**batch).logits
+    assert not torch.allclose(trained_logits, base_logits)  # the trained weights, not the base's, were loaded
     result = create_scorer(str(full), max_new_tokens=8, dtype="float32").score(_photo(5))
     assert result.status in ("ok", "parse_failure") and result.n_draws == 1

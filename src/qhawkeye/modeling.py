@@ -127,10 +127,11 @@ def set_pixel_limits(image_processor, min_pixels: int | None = None, max_pixels:
 
 
 def load_model(path: str | Path, dtype: str = "auto", attn_implementation: str | None = None):
-    """``Qwen2_5_VLForConditionalGeneration.from_pretrained`` on a local folder."""
-    from transformers import Qwen2_5_VLForConditionalGeneration
+    """The stock ``AutoModelForImageTextToText.from_pretrained`` on a local folder: the class its
+    ``config.json`` names (Qwen2.5-VL's ``Qwen2_5_VLForConditionalGeneration`` for every embedded model)."""
+    from transformers import AutoModelForImageTextToText
 
     kwargs = {"dtype": dtype}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
-    return Qwen2_5_VLForConditionalGeneration.from_pretrained(Path(path), **kwargs)
+    return AutoModelForImageTextToText.from_pretrained(Path(path), **kwargs)
