@@ -15,7 +15,7 @@ import json
 import logging
 from pathlib import Path
 
-from transformers import AutoTokenizer, Qwen2_5_VLProcessor
+from transformers import AutoTokenizer, Qwen2_5_VLProcessor, Qwen3VLProcessor
 from transformers.processing_utils import ProcessorMixin
 
 from qhawkeye import settings
@@ -45,15 +45,47 @@ class ImageOnlyQwen2_5_VLProcessor(Qwen2_5_VLProcessor):  # noqa: N801 (mirrors 
         return out
 
 
+class ImageOnlyQwen3VLProcessor(Qwen3VLProcessor):
+    """``Qwen3VLProcessor`` without its video processor (no torchvision needed); see
+    :class:`ImageOnlyQwen2_5_VLProcessor`. Qwen3-VL's image processor is Qwen2-VL's (patch 16 there)."""
+
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+        self.image_token = getattr(tokenizer, "image_token", None) or "<|image_pad|>"
+        self.video_token = getattr(tokenizer, "video_token", None) or "<|video_pad|>"
+        self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
+        self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
+        ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
+        self.vision_start_token, self.vision_end_token = "<|vision_start|>", "<|vision_end|>"
+        self.vision_start_token_id = tokenizer.convert_tokens_to_ids(self.vision_start_token)
+        self.vision_end_token_id = tokenizer.convert_tokens_to_ids(self.vision_end_token)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        out = super().save_pretrained(save_directory, *args, **kwargs)
+        _rename_processor_class(Path(save_directory))
+        return out
+
+
+IMAGE_ONLY = {"qwen2_5_vl": ImageOnlyQwen2_5_VLProcessor, "qwen3_vl": ImageOnlyQwen3VLProcessor}
+"""The image-only processor for each model type (by ``config.json``'s ``model_type``)."""
+
+_STOCK_NAMES = {ImageOnlyQwen2_5_VLProcessor.__name__: Qwen2_5_VLProcessor.__name__,
+                ImageOnlyQwen3VLProcessor.__name__: Qwen3VLProcessor.__name__}  # fmt: skip
+
+
 def _rename_processor_class(folder: Path) -> None:
     for name in ("processor_config.json", "tokenizer_config.json", "preprocessor_config.json"):
         path = folder / name
         if not path.is_file():
             continue
         config = json.loads(path.read_text())
-        if config.get("processor_class") == ImageOnlyQwen2_5_VLProcessor.__name__:
-            config["processor_class"] = Qwen2_5_VLProcessor.__name__
+        if config.get("processor_class") in _STOCK_NAMES:
+            config["processor_class"] = _STOCK_NAMES[config["processor_class"]]
             path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def model_type(path: str | Path) -> str:
+    """``config.json``'s ``model_type`` (``qwen2_5_vl``, ``qwen3_vl``, ...)."""
+    return json.loads((Path(path) / "config.json").read_text()).get("model_type", "")
 
 
 def has_torchvision() -> bool:
@@ -105,11 +137,15 @@ def load_processor(path: str | Path, min_pixels: int | None = None, max_pixels: 
     else:
         from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
+        kind = model_type(path) if (path / "config.json").is_file() else "qwen2_5_vl"
+        if kind not in IMAGE_ONLY:
+            raise ValueError(
+                f"{path}: model type {kind!r} needs torchvision for its processor here; supported without it: "
+                f"{sorted(IMAGE_ONLY)}"
+            )
         image_processor = Qwen2VLImageProcessorPil.from_pretrained(path)
         tokenizer = AutoTokenizer.from_pretrained(path)
-        processor = ImageOnlyQwen2_5_VLProcessor(
-            image_processor, tokenizer, chat_template=tokenizer.chat_template
-        )
+        processor = IMAGE_ONLY[kind](image_processor, tokenizer, chat_template=tokenizer.chat_template)
     set_pixel_limits(processor.image_processor, min_pixels, max_pixels)
     return processor
 

@@ -123,3 +123,61 @@ def build_shaped_model(
             + "\n"  # fmt: skip
         )
     return out
+
+
+def build_qwen3_vl(
+    tokenizer_source: str | Path,
+    out: str | Path,
+    sizes: ShapeSizes = ShapeSizes(),
+    seed: int = 0,
+    max_pixels: int = 224 * 224,
+) -> Path:
+    """A tiny random-weight Qwen3-VL (``Qwen3VLForConditionalGeneration``), from transformers' config classes
+    and the real Qwen2 vocabulary, tokenizer and chat template of ``tokenizer_source`` (Qwen3-VL keeps their
+    vision and chat special tokens and ids), with Qwen3-VL's image processing (16-pixel patches, mean/std 0.5).
+    No real Qwen3-VL folder was available: its own chat template and generation config are not reproduced."""
+    import torch
+    from transformers import AutoTokenizer, GenerationConfig, Qwen3VLConfig, Qwen3VLForConditionalGeneration
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    from qhawkeye.modeling import ImageOnlyQwen3VLProcessor
+
+    out = Path(out)
+    if out.exists():
+        raise FileExistsError(f"{out} already exists; remove it or choose another folder")
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_source))
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in ("<|endoftext|>", "<|im_end|>", "<|image_pad|>",
+                                                           "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")}  # fmt: skip
+    config = Qwen3VLConfig(
+        text_config={"vocab_size": 151936, "hidden_size": sizes.text_hidden,
+                     "intermediate_size": sizes.text_intermediate, "num_hidden_layers": sizes.text_layers,
+                     "num_attention_heads": sizes.text_heads, "num_key_value_heads": sizes.text_kv_heads,
+                     "head_dim": sizes.text_hidden // sizes.text_heads,
+                     "rope_parameters": {"rope_type": "default", "rope_theta": 5e6,
+                                         "mrope_section": list(sizes.mrope_section), "mrope_interleaved": True},
+                     "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"],
+                     "pad_token_id": ids["<|endoftext|>"]},
+        vision_config={"depth": sizes.vision_depth, "hidden_size": sizes.vision_hidden,
+                       "intermediate_size": sizes.vision_intermediate, "num_heads": sizes.vision_heads,
+                       "out_hidden_size": sizes.text_hidden, "patch_size": 16, "spatial_merge_size": 2,
+                       "temporal_patch_size": 2, "num_position_embeddings": 144,
+                       "deepstack_visual_indexes": [0]},
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    model = Qwen3VLForConditionalGeneration(config)
+    model.generation_config = GenerationConfig(
+        eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]], pad_token_id=ids["<|endoftext|>"]
+    )
+    image_processor = Qwen2VLImageProcessorPil(min_pixels=4096, max_pixels=max_pixels, patch_size=16,
+                                               temporal_patch_size=2, merge_size=2, image_mean=[0.5] * 3,
+                                               image_std=[0.5] * 3)  # fmt: skip
+    processor = ImageOnlyQwen3VLProcessor(image_processor, tokenizer, chat_template=tokenizer.chat_template)
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        for name in ("LICENSE", "README.md"):
+            if (Path(tokenizer_source) / name).is_file():
+                shutil.copyfile(Path(tokenizer_source) / name, tmp / f"tokenizer_{name}")
+    return out
