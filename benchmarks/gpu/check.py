@@ -16,8 +16,10 @@ benchmarks/RESULTS.md):
 3. **Decode speed**: tokens/s of one sequence at batch 1, against the memory-bandwidth limit (weight bytes /
    HBM bandwidth per decode step; bandwidth measured here by a device-to-device copy).
 
-Random weights say nothing about quality; they make the shapes, memory and speed real. Qwen3-VL is not in it
-yet (issue 11, item 4: no Qwen3-VL support in the package).
+Both shapes run in turn: Qwen2.5-VL-7B (the vendored real configuration, tokenizer, processor settings and
+generation config) and Qwen3-VL-4B (sizes from its published config, :data:`QWEN3_VL_4B`; the real Qwen2
+vocabulary; Qwen3-VL's 16-pixel patches). Random weights say nothing about quality; they make the shapes,
+memory and speed real.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[2]
 VENDOR = ROOT / "vendor" / "qwen2_5_vl_7b_instruct"
 RECIPE = ROOT / "configs" / "train" / "qwen2_5_vl_7b.yaml"
+SHAPES = ("qwen2_5_vl_7b", "qwen3_vl_4b")
 
 
 def settings(dry: bool) -> dict:
@@ -45,15 +48,31 @@ def settings(dry: bool) -> dict:
                 score_images=32, score_batch=16, decode_tokens=128)  # fmt: skip
 
 
-def build(dry: bool, s: dict, seed: int = 0):
-    """A random-weight model of the vendored folder's architecture (reduced sizes in a dry run), built on the
-    device directly, with the folder's own generation config and the processor at the recipe's pixel budget."""
+QWEN3_VL_4B = {
+    "text": {"vocab_size": 151936, "hidden_size": 2560, "intermediate_size": 9728, "num_hidden_layers": 36,
+             "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128, "max_position_embeddings": 262144,
+             "rope_parameters": {"rope_type": "default", "rope_theta": 5e6, "mrope_section": [24, 20, 20],
+                                 "mrope_interleaved": True}},
+    "vision": {"depth": 24, "hidden_size": 1024, "intermediate_size": 4096, "num_heads": 16, "out_hidden_size": 2560,
+               "patch_size": 16, "spatial_merge_size": 2, "temporal_patch_size": 2, "num_position_embeddings": 2304,
+               "deepstack_visual_indexes": [5, 11, 17]},
+    "tie_word_embeddings": True,
+}  # fmt: skip
+"""Qwen3-VL-4B-Instruct's sizes as its published config.json gives them (written from the model card's
+configuration; no Qwen3-VL folder was available here to check them against)."""
+
+
+def build(dry: bool, s: dict, shape: str = "qwen2_5_vl_7b", seed: int = 0):
+    """A random-weight model of ``shape`` (reduced sizes in a dry run), built on the device directly, with the
+    real tokenizer; Qwen2.5-VL also with its folder's generation config and processor settings."""
     import torch
     from transformers import AutoModelForImageTextToText, GenerationConfig
 
     from qhawkeye.modeling import load_processor
     from qhawkeye.shaped import ShapeSizes, shaped_config
 
+    if shape == "qwen3_vl_4b":
+        return build_qwen3(dry, s, seed)
     config = shaped_config(VENDOR, ShapeSizes() if dry else None)
     if not dry:
         config._attn_implementation = "sdpa"
@@ -65,7 +84,47 @@ def build(dry: bool, s: dict, seed: int = 0):
     return model, processor
 
 
-def train_arms(dry: bool, s: dict, data_dir: Path) -> dict:
+def build_qwen3(dry: bool, s: dict, seed: int = 0):
+    import torch
+    from transformers import AutoTokenizer, GenerationConfig, Qwen3VLConfig, Qwen3VLForConditionalGeneration
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    from qhawkeye.modeling import ImageOnlyQwen3VLProcessor
+    from qhawkeye.shaped import ShapeSizes
+
+    tokenizer = AutoTokenizer.from_pretrained(str(VENDOR))
+    text, vision = dict(QWEN3_VL_4B["text"]), dict(QWEN3_VL_4B["vision"])
+    if dry:
+        z = ShapeSizes()
+        text.update(
+            hidden_size=z.text_hidden,
+            intermediate_size=z.text_intermediate,
+            num_hidden_layers=z.text_layers,
+            num_attention_heads=z.text_heads,
+            num_key_value_heads=z.text_kv_heads,
+            head_dim=z.text_hidden // z.text_heads,
+            rope_parameters={**text["rope_parameters"], "mrope_section": list(z.mrope_section)},
+        )
+        vision.update(depth=z.vision_depth, hidden_size=z.vision_hidden, intermediate_size=z.vision_intermediate,
+                      num_heads=z.vision_heads, out_hidden_size=z.text_hidden, num_position_embeddings=144,
+                      deepstack_visual_indexes=[0])  # fmt: skip
+    text.update(bos_token_id=151643, eos_token_id=151645, pad_token_id=151643)
+    config = Qwen3VLConfig(
+        text_config=text, vision_config=vision, tie_word_embeddings=QWEN3_VL_4B["tie_word_embeddings"]
+    )
+    if not dry:
+        config._attn_implementation = "sdpa"
+    torch.manual_seed(seed)
+    with torch.device(s["device"]):
+        model = Qwen3VLForConditionalGeneration(config).to(getattr(torch, s["dtype"]))
+    model.generation_config = GenerationConfig(eos_token_id=[151645, 151643], pad_token_id=151643)
+    image_processor = Qwen2VLImageProcessorPil(min_pixels=4096, max_pixels=s["max_pixels"], patch_size=16,
+                                               temporal_patch_size=2, merge_size=2, image_mean=[0.5] * 3,
+                                               image_std=[0.5] * 3)  # fmt: skip
+    return model, ImageOnlyQwen3VLProcessor(image_processor, tokenizer, chat_template=tokenizer.chat_template)
+
+
+def train_arms(dry: bool, s: dict, data_dir: Path, shape: str) -> dict:
     import torch
     import yaml
     from peft import LoraConfig
@@ -90,7 +149,7 @@ def train_arms(dry: bool, s: dict, data_dir: Path) -> dict:
                       "gradient_checkpointing": not dry, "max_pixels": s["max_pixels"], "disable_tqdm": True,
                       "use_peft": True, "freeze_vision_tower": True, **extra}  # fmt: skip
             model_args, _, config = parse_dict(values, source=str(RECIPE))
-            model, processor = build(dry, s)
+            model, processor = build(dry, s, shape)
             model.model.visual.requires_grad_(False)
             dataset = load_training_dataset(data_dir, degraded_column="degraded_image")
             if not dry:
@@ -117,7 +176,7 @@ def train_arms(dry: bool, s: dict, data_dir: Path) -> dict:
     return out
 
 
-def scoring(dry: bool, s: dict) -> dict:
+def scoring(dry: bool, s: dict, shape: str) -> dict:
     import numpy as np
     import torch
     from PIL import Image
@@ -125,7 +184,7 @@ def scoring(dry: bool, s: dict) -> dict:
     from qhawkeye.scoring.config import ScorerConfig
     from qhawkeye.scoring.scorer import Scorer
 
-    model, processor = build(dry, s)
+    model, processor = build(dry, s, shape)
     model.eval()
     rng = np.random.default_rng(0)
     images = [Image.fromarray((rng.random((s["image"], s["image"], 3)) * 255).astype("uint8"))
@@ -213,8 +272,17 @@ def measure_bandwidth(dry: bool) -> float | None:
 
 
 def table(result: dict) -> str:
-    lines = [f"{result['device']}, torch {result['torch']}, transformers {result['transformers']}, trl {result['trl']}",
-             "", "| training arm | median s/step | ratio vs stock | peak GiB |", "|---|---:|---:|---:|"]  # fmt: skip
+    lines = [
+        f"{result['device']}, torch {result['torch']}, transformers {result['transformers']}, trl {result['trl']}"
+    ]
+    for shape, part in result["shapes"].items():
+        if part["train"] and part["scoring"]:
+            lines += ["", f"### {shape}", "", *_shape_table(part)]
+    return "\n".join(lines)
+
+
+def _shape_table(result: dict) -> list[str]:
+    lines = ["| training arm | median s/step | ratio vs stock | peak GiB |", "|---|---:|---:|---:|"]
     for name, arm in result["train"].items():
         peak = "n/a" if arm["peak_gib"] is None else f"{arm['peak_gib']:.1f}"
         lines.append(f"| {name} | {arm['median_s']:.2f} | {arm['ratio']:.2f}x | {peak} |")
@@ -229,7 +297,7 @@ def table(result: dict) -> str:
     share = "n/a" if d["share_of_bound"] is None else f"{d['share_of_bound']:.0%}"
     lines += ["", f"Decode at batch 1: {d['tokens_per_s']:.1f} tokens/s; weights {d['weight_gib']:.1f} GiB; "
               f"bandwidth bound {bound} tokens/s ({share} of it)."]  # fmt: skip
-    return "\n".join(lines)
+    return lines
 
 
 def main(argv=None) -> None:
@@ -237,6 +305,7 @@ def main(argv=None) -> None:
     parser.add_argument("--dry-run", action="store_true", help="CPU, reduced sizes: checks the plumbing")
     parser.add_argument("--out", required=True)
     parser.add_argument("--skip", nargs="*", default=[], choices=["train", "scoring"])
+    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT / "src"))
     import torch
@@ -251,18 +320,19 @@ def main(argv=None) -> None:
     result = {"dry_run": args.dry_run, "settings": s, "torch": torch.__version__,
               "transformers": transformers.__version__, "trl": trl.__version__,
               "device": torch.cuda.get_device_name() if torch.cuda.is_available() and not args.dry_run else "cpu",
-              "train": {}, "scoring": {}}  # fmt: skip
+              "shapes": {}}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         data = save_synthetic_training_set(Path(tmp) / "pairs", n=8, seed=0, size=s["image"])
-        if "train" not in args.skip:
-            result["train"] = train_arms(args.dry_run, s, data)
-            print(json.dumps(result["train"], indent=1), flush=True)
-        if "scoring" not in args.skip:
-            result["scoring"] = scoring(args.dry_run, s)
-    (out / "gpu_check.json").write_text(json.dumps(result, indent=1) + "\n")
-    if result["train"] and result["scoring"]:
-        (out / "gpu_check.md").write_text(table(result) + "\n")
-        print(table(result))
+        for shape in args.shapes:  # each shape's figures are written as soon as they exist
+            part = result["shapes"][shape] = {"train": {}, "scoring": {}}
+            if "train" not in args.skip:
+                part["train"] = train_arms(args.dry_run, s, data, shape)
+                print(shape, json.dumps(part["train"], indent=1), flush=True)
+            if "scoring" not in args.skip:
+                part["scoring"] = scoring(args.dry_run, s, shape)
+            (out / "gpu_check.json").write_text(json.dumps(result, indent=1) + "\n")
+            (out / "gpu_check.md").write_text(table(result) + "\n")
+    print(table(result))
 
 
 if __name__ == "__main__":
