@@ -188,3 +188,35 @@ def test_train_checkpoint_resume_and_score_on_the_real_shape(shaped_dir, paired_
     assert not torch.allclose(trained_logits, base_logits)  # the trained weights, not the base's, were loaded
     result = create_scorer(str(full), max_new_tokens=8, dtype="float32").score(_photo(5))
     assert result.status in ("ok", "parse_failure") and result.n_draws == 1
+
+
+def test_rollouts_sample_whatever_the_folders_generation_config_says(
+    shaped_dir, paired_dataset_dir, tmp_path
+):
+    """A checkpoint's generation_config.json may ask for near-greedy decoding (the hub's Qwen2.5-VL-7B-Instruct:
+    top_k 1, top_p 0.001, temperature 0.1, repetition penalty 1.05). transformers fills a generation config's
+    unset fields from the model's, so a rollout config that leaves them unset would make all G rollouts of an
+    image identical and every advantage zero. The recipe's explicit values must win."""
+    import json
+    import shutil
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from trainer_utils import fixed_batch, make_config, make_trainer
+
+    folder = tmp_path / "greedy_folder"
+    shutil.copytree(shaped_dir, folder)
+    (folder / "generation_config.json").write_text(json.dumps({
+        "bos_token_id": 151643, "pad_token_id": 151643, "do_sample": True, "eos_token_id": [151645, 151643],
+        "repetition_penalty": 1.05, "temperature": 0.1, "top_k": 1, "top_p": 0.001,
+    }))  # fmt: skip
+    config = make_config(
+        tmp_path / "out", max_completion_length=8, use_uado=True, use_pao=False, pao_eta1=0.0
+    )
+    trainer = make_trainer(folder, paired_dataset_dir, config)
+    effective, _ = trainer.model._prepare_generation_config(trainer.generation_config)
+    assert effective.do_sample and effective.temperature == 1.0 and effective.repetition_penalty == 1.0
+    assert effective.top_k in (0, None) and effective.top_p == 1.0
+    batch = fixed_batch(trainer, n_images=1)
+    rollouts = batch["completion_ids"].tolist()
+    assert len(rollouts) == 4 and len({tuple(r) for r in rollouts}) > 1  # G different answers to one image
