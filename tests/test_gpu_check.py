@@ -24,6 +24,7 @@ def test_gpu_check_dry_run(tmp_path, qh_home):
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((tmp_path / "gpu_check.json").read_text())
     assert result["dry_run"] is True
+    assert result["processor"] == {"checked": False, "why": "torchvision does not import here"}
     assert set(result["shapes"]) == {"qwen2_5_vl_7b", "qwen3_vl_4b"}
     for shape, part in result["shapes"].items():
         train = part["train"]

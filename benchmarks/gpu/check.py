@@ -246,6 +246,43 @@ def scoring(dry: bool, s: dict, shape: str) -> dict:
     return out
 
 
+def processor_check() -> dict:
+    """Where torchvision imports, the stock AutoProcessor and the package's image-only processor must give the
+    same token ids and pixels for the same image (the image-only one is what CPU machines without torchvision
+    use). Checked on the vendored real folder at the recipe's pixel budget."""
+    import numpy as np
+    import torch
+    from PIL import Image
+    from transformers import AutoProcessor, AutoTokenizer
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    from qhawkeye.modeling import ImageOnlyQwen2_5_VLProcessor, has_torchvision, set_pixel_limits
+    from qhawkeye.prompts import build_messages
+
+    if not has_torchvision():
+        return {"checked": False, "why": "torchvision does not import here"}
+    stock = AutoProcessor.from_pretrained(VENDOR)
+    tokenizer = AutoTokenizer.from_pretrained(VENDOR)
+    shim = ImageOnlyQwen2_5_VLProcessor(Qwen2VLImageProcessorPil.from_pretrained(VENDOR), tokenizer,
+                                        chat_template=tokenizer.chat_template)  # fmt: skip
+    for processor in (stock, shim):
+        set_pixel_limits(processor.image_processor, 3136, 786432)
+    text = stock.apply_chat_template(
+        build_messages(with_image=True), add_generation_prompt=True, tokenize=False
+    )
+    rng, worst, same_ids = np.random.default_rng(0), 0.0, True
+    for size in ((1024, 768), (333, 517), (4000, 3000)):
+        image = Image.fromarray((rng.random((size[1], size[0], 3)) * 255).astype("uint8"))
+        a = stock(text=[text], images=[image], return_tensors="pt")
+        b = shim(text=[text], images=[image], return_tensors="pt")
+        same = torch.equal(a["input_ids"], b["input_ids"]) and torch.equal(
+            a["image_grid_thw"], b["image_grid_thw"]
+        )
+        same_ids = same_ids and same
+        worst = max(worst, float((a["pixel_values"].float() - b["pixel_values"].float()).abs().max()))
+    return {"checked": True, "same_ids_and_grid": bool(same_ids), "max_abs_pixel_diff": worst}
+
+
 def sync(dry: bool) -> None:
     if not dry:
         import torch
@@ -275,6 +312,10 @@ def table(result: dict) -> str:
     lines = [
         f"{result['device']}, torch {result['torch']}, transformers {result['transformers']}, trl {result['trl']}"
     ]
+    check = result.get("processor", {})
+    if check.get("checked"):
+        lines += ["", f"Stock processor vs image-only processor: same token ids and grid: {check['same_ids_and_grid']}; "
+                      f"largest pixel difference {check['max_abs_pixel_diff']:.3g}."]  # fmt: skip
     for shape, part in result["shapes"].items():
         if part["train"] and part["scoring"]:
             lines += ["", f"### {shape}", "", *_shape_table(part)]
@@ -321,6 +362,8 @@ def main(argv=None) -> None:
               "transformers": transformers.__version__, "trl": trl.__version__,
               "device": torch.cuda.get_device_name() if torch.cuda.is_available() and not args.dry_run else "cpu",
               "shapes": {}}  # fmt: skip
+    result["processor"] = processor_check()
+    print("processor", result["processor"], flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         data = save_synthetic_training_set(Path(tmp) / "pairs", n=8, seed=0, size=s["image"])
         for shape in args.shapes:  # each shape's figures are written as soon as they exist
