@@ -5,12 +5,10 @@ was available: its own chat template and generation config are not covered (READ
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,38 +48,14 @@ def test_loads_stock_and_scores_in_every_mode(qwen3_dir):
 
 @pytest.mark.slow
 def test_qhawkeye_trains_and_resumes_exactly_on_qwen3_vl(qwen3_dir, paired_dataset_dir, tmp_path):
-    from safetensors.torch import load_file
-
-    from qhawkeye.cli import main
-
-    def args(out, steps, *extra):
-        sets = [f"model_name_or_path={qwen3_dir}", f"dataset_path={paired_dataset_dir}", f"output_dir={out}",
-                f"max_steps={steps}", "save_steps=2", "max_completion_length=12", "per_device_train_batch_size=4",
-                "learning_rate=0.01", "max_train_samples=4"]  # fmt: skip
-        return [
-            "train",
-            str(ROOT / "configs/train/tiny_cpu.yaml"),
-            *[a for s in sets for a in ("--set", s)],
-            *extra,
-        ]
-
-    full = tmp_path / "full"
-    assert main(args(full, 3)) == 0
     import json
 
+    from trainer_utils import train_interrupt_resume
+
+    full = train_interrupt_resume(qwen3_dir, paired_dataset_dir, tmp_path)
     state = json.loads((full / "checkpoint-2" / "trainer_state.json").read_text())
     logged = {k for h in state["log_history"] for k in h}
     assert {"qhawkeye/kl_prcp", "qhawkeye/uado_weight"} <= logged  # PAO and UADO ran
-    resumed = tmp_path / "resumed"
-    resumed.mkdir()
-    shutil.copytree(full / "checkpoint-2", resumed / "checkpoint-2")
-    assert main(args(resumed, 3, "--resume")) == 0
-    start, end, again = (
-        load_file(str(f / "model.safetensors")) for f in (full / "checkpoint-2", full, resumed)
-    )
-    assert any(not torch.equal(start[k], end[k]) for k in end)
-    for k in end:
-        torch.testing.assert_close(again[k], end[k], rtol=0, atol=1e-6, msg=k)
     from qhawkeye.scoring import create_scorer
 
     assert create_scorer(str(full), max_new_tokens=8, dtype="float32").score(_photo(2)).n_draws == 1

@@ -140,37 +140,12 @@ def test_the_folders_generation_config_never_reaches_scores(shaped_dir, processo
 def test_train_checkpoint_resume_and_score_on_the_real_shape(shaped_dir, paired_dataset_dir, tmp_path):
     """Q-Hawkeye GRPO (UADO + PAO) on the real tokenizer and architecture: trains, checkpoints, resumes to the
     same weights, and the trained folder scores with the real tokenizer."""
-    from safetensors.torch import load_file
+    from trainer_utils import train_interrupt_resume
 
-    from qhawkeye.cli import main
     from qhawkeye.prompts import build_messages
     from qhawkeye.scoring import create_scorer
 
-    def args(out, steps, *extra):
-        sets = [f"model_name_or_path={shaped_dir}", f"dataset_path={paired_dataset_dir}", f"output_dir={out}",
-                f"max_steps={steps}", "save_steps=2", "max_completion_length=12", "per_device_train_batch_size=4",
-                "learning_rate=0.01", "max_train_samples=4"]  # fmt: skip
-        return [
-            "train",
-            str(ROOT / "configs/train/tiny_cpu.yaml"),
-            *[a for s in sets for a in ("--set", s)],
-            *extra,
-        ]
-
-    full = tmp_path / "full"
-    assert main(args(full, 3)) == 0
-    resumed = tmp_path / "resumed"
-    resumed.mkdir()
-    import shutil
-
-    shutil.copytree(full / "checkpoint-2", resumed / "checkpoint-2")
-    assert main(args(resumed, 3, "--resume")) == 0
-    start, end, again = (
-        load_file(str(f / "model.safetensors")) for f in (full / "checkpoint-2", full, resumed)
-    )
-    assert any(not torch.equal(start[k], end[k]) for k in end)
-    for k in end:
-        torch.testing.assert_close(again[k], end[k], rtol=0, atol=1e-6, msg=k)
+    full = train_interrupt_resume(shaped_dir, paired_dataset_dir, tmp_path)
     from transformers import AutoModelForImageTextToText, Qwen2_5_VLForConditionalGeneration
 
     stock = AutoModelForImageTextToText.from_pretrained(full, dtype=torch.float32)  # what users load it with
@@ -199,9 +174,7 @@ def test_rollouts_sample_whatever_the_folders_generation_config_says(
     image identical and every advantage zero. The recipe's explicit values must win."""
     import json
     import shutil
-    import sys
 
-    sys.path.insert(0, str(Path(__file__).parent))
     from trainer_utils import fixed_batch, make_config, make_trainer
 
     folder = tmp_path / "greedy_folder"

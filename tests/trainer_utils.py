@@ -73,3 +73,36 @@ def reference_logps_and_entropy(model, inputs, temperature: float = 1.0):
     logps = logp_all.gather(-1, inputs["completion_ids"].unsqueeze(-1)).squeeze(-1)
     entropy = -(logp_all.exp() * logp_all).sum(-1)
     return logps, entropy
+
+
+def train_interrupt_resume(model_dir, data_dir, tmp_path, steps: int = 3, checkpoint: int = 2):
+    """Train ``steps`` Q-Hawkeye steps (tiny_cpu recipe: UADO and PAO on) from ``model_dir``; then resume a copy
+    of ``checkpoint-<checkpoint>`` to the same end. Asserts the last steps changed the weights and the resumed
+    run ends with exactly the uninterrupted run's; returns the uninterrupted run's folder."""
+    import shutil
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from qhawkeye.cli import main
+
+    recipe = Path(__file__).resolve().parents[1] / "configs" / "train" / "tiny_cpu.yaml"
+
+    def args(out, *extra):
+        sets = [f"model_name_or_path={model_dir}", f"dataset_path={data_dir}", f"output_dir={out}",
+                f"max_steps={steps}", f"save_steps={checkpoint}", "max_completion_length=12",
+                "per_device_train_batch_size=4", "learning_rate=0.01", "max_train_samples=4"]  # fmt: skip
+        return ["train", str(recipe), *[a for s in sets for a in ("--set", s)], *extra]
+
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    assert main(args(full)) == 0
+    resumed.mkdir()
+    shutil.copytree(full / f"checkpoint-{checkpoint}", resumed / f"checkpoint-{checkpoint}")
+    assert main(args(resumed, "--resume")) == 0
+    start, end, again = (
+        load_file(str(f / "model.safetensors")) for f in (full / f"checkpoint-{checkpoint}", full, resumed)
+    )
+    assert any(not torch.equal(start[k], end[k]) for k in end)  # the last steps changed the weights ...
+    for k in end:  # ... and the resumed run made exactly the same change
+        torch.testing.assert_close(again[k], end[k], rtol=0, atol=1e-6, msg=k)
+    return full

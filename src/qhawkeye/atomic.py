@@ -84,3 +84,18 @@ def atomic_dir(out: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def ensure_built(folder: str | os.PathLike, build, marker: str = "config.json") -> Path:
+    """``folder`` when it holds ``marker`` (complete: our writes are atomic), else ``build(folder)``. A folder
+    without the marker was left by an interrupted copy from outside and is removed first; if another process
+    builds it meanwhile (``FileExistsError``), its result is used."""
+    folder = Path(folder)
+    if (folder / marker).is_file():
+        return folder
+    if folder.exists():
+        shutil.rmtree(folder)
+    try:
+        return build(folder)
+    except FileExistsError:
+        return folder

@@ -23,6 +23,15 @@ from qhawkeye import settings
 logger = logging.getLogger(__name__)
 
 
+def _image_only_init(processor, image_processor, tokenizer, chat_template) -> None:
+    """What the stock Qwen processors' ``__init__`` sets, without a video processor."""
+    processor.image_token = getattr(tokenizer, "image_token", None) or "<|image_pad|>"
+    processor.video_token = getattr(tokenizer, "video_token", None) or "<|video_pad|>"
+    processor.image_token_id = tokenizer.convert_tokens_to_ids(processor.image_token)
+    processor.video_token_id = tokenizer.convert_tokens_to_ids(processor.video_token)
+    ProcessorMixin.__init__(processor, image_processor, tokenizer, chat_template=chat_template)
+
+
 class ImageOnlyQwen2_5_VLProcessor(Qwen2_5_VLProcessor):  # noqa: N801 (mirrors the transformers class name)
     """``Qwen2_5_VLProcessor`` without its video processor (no torchvision needed).
 
@@ -32,11 +41,7 @@ class ImageOnlyQwen2_5_VLProcessor(Qwen2_5_VLProcessor):  # noqa: N801 (mirrors 
     """
 
     def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-        self.image_token = getattr(tokenizer, "image_token", None) or "<|image_pad|>"
-        self.video_token = getattr(tokenizer, "video_token", None) or "<|video_pad|>"
-        self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
-        self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
-        ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
+        _image_only_init(self, image_processor, tokenizer, chat_template)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Save, then name the stock class in the configs so stock transformers loads the folder."""
@@ -50,11 +55,7 @@ class ImageOnlyQwen3VLProcessor(Qwen3VLProcessor):
     :class:`ImageOnlyQwen2_5_VLProcessor`. Qwen3-VL's image processor is Qwen2-VL's (patch 16 there)."""
 
     def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-        self.image_token = getattr(tokenizer, "image_token", None) or "<|image_pad|>"
-        self.video_token = getattr(tokenizer, "video_token", None) or "<|video_pad|>"
-        self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
-        self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
-        ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
+        _image_only_init(self, image_processor, tokenizer, chat_template)
         self.vision_start_token, self.vision_end_token = "<|vision_start|>", "<|vision_end|>"
         self.vision_start_token_id = tokenizer.convert_tokens_to_ids(self.vision_start_token)
         self.vision_end_token_id = tokenizer.convert_tokens_to_ids(self.vision_end_token)

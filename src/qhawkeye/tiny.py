@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import logging
 import random
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from qhawkeye import prompts, settings
-from qhawkeye.atomic import atomic_dir
+from qhawkeye.atomic import atomic_dir, ensure_built
 
 logger = logging.getLogger(__name__)
 
@@ -216,12 +215,4 @@ def build_tiny_model(out_dir: str | Path, variant: str = "tiny", seed: int = 0) 
 
 def ensure_tiny_model(variant: str = "tiny") -> Path:
     """The embedded default's folder, built on first use (under ``settings.home()``)."""
-    folder = settings.tiny_model_dir(variant)
-    if (folder / "config.json").is_file():
-        return folder
-    if folder.exists():  # left by an interrupted copy from outside qhawkeye (our writes are atomic)
-        shutil.rmtree(folder)
-    try:
-        return build_tiny_model(folder, variant)
-    except FileExistsError:  # another process built it meanwhile
-        return folder
+    return ensure_built(settings.tiny_model_dir(variant), lambda folder: build_tiny_model(folder, variant))

@@ -183,15 +183,8 @@ def build_format_model(out_dir: str | Path, variant: str = "tiny", seed: int = 0
 def ensure_format_model(variant: str = "tiny") -> Path:
     """The embedded ``<variant>-format`` folder under ``settings.home()``, trained on first call."""
     from qhawkeye import settings
+    from qhawkeye.atomic import ensure_built
 
-    folder = settings.tiny_model_dir(variant + "-format")
-    if (folder / "config.json").is_file():
-        return folder
-    if folder.exists():  # left by an interrupted copy from outside qhawkeye (our writes are atomic)
-        import shutil
-
-        shutil.rmtree(folder)
-    try:
-        return build_format_model(folder, variant)
-    except FileExistsError:  # another process built it meanwhile
-        return folder
+    return ensure_built(
+        settings.tiny_model_dir(variant + "-format"), lambda folder: build_format_model(folder, variant)
+    )
