@@ -126,3 +126,15 @@ def test_yaml_exponent_strings_are_numbers(tmp_path):
     assert value == "1e-4"  # YAML 1.1: a string ...
     _, _, config = parse_dict({"output_dir": "x", **CPU, key: value, "pao_gamma": "2.5E-3"})
     assert config.learning_rate == 1e-4 and config.pao_gamma == 2.5e-3  # ... taken as the number it spells
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("", "the file is empty"), ("learning_rate: [1e-4\n", r"not valid YAML \(line 2, column 1\)"),
+     ("- a\n- b\n", "must be a YAML mapping")],
+)  # fmt: skip
+def test_a_broken_recipe_file_is_one_clear_error(tmp_path, text, message):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(text)
+    with pytest.raises(ValueError, match=rf"recipe\.yaml: .*{message}"):
+        parse_config(recipe)

@@ -321,7 +321,16 @@ def parse_config(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {str(path)!r} not found")
-    values = yaml.safe_load(path.read_text()) or {}
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        line = f" (line {where.line + 1}, column {where.column + 1})" if where is not None else ""
+        raise ValueError(f"{path}: not valid YAML{line}: {getattr(err, 'problem', None) or err}") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not a UTF-8 text file ({err.reason}); a recipe is a YAML file") from None
+    if values is None:
+        raise ValueError(f"{path}: the file is empty; start from a recipe in configs/train/")
     if not isinstance(values, dict):
         raise ValueError(f"{path}: a training config must be a YAML mapping of field: value")
     values.update(overrides or {})
