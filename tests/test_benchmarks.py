@@ -242,3 +242,18 @@ def test_card_names_that_are_not_file_names_are_refused(tmp_path, name):
                                 "lower_better": False}))  # fmt: skip
     with pytest.raises(ValueError, match="card name"):
         load_card_file(card)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["\ufeffimage,mos\na.png,25\nb.png,75\n",  # a spreadsheet's byte-order mark
+     "image;mos\na.png;25\nb.png;75\n",  # European spreadsheets: semicolons
+     "image\tmos\na.png\t25\nb.png\t75\n"],  # tab-separated
+    ids=["bom", "semicolon", "tab"],
+)  # fmt: skip
+def test_csv_exports_from_spreadsheets_read_as_written(tmp_path, text):
+    (tmp_path / "meta.csv").write_bytes(text.encode("utf-8"))
+    card = _card("meta.csv", format="csv", id_column=None, image_column="image", score_column="mos")
+    items = load_items(card, data_root=tmp_path)
+    assert [item.id for item in items] == ["a.png", "b.png"]
+    assert [item.label for item in items] == pytest.approx([2.0, 4.0])

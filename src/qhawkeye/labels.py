@@ -466,8 +466,16 @@ def _read_jsonl(card: BenchmarkCard) -> Iterator[tuple[str, dict]]:
 
 
 def _read_csv(card: BenchmarkCard) -> Iterator[tuple[str, dict]]:
-    with card.label_file.open(encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
+    # utf-8-sig: a byte-order mark (spreadsheet exports) is not part of the first column's name; the
+    # delimiter is sniffed among comma, semicolon and tab (European spreadsheets write semicolons)
+    with card.label_file.open(encoding="utf-8-sig", newline="") as handle:
+        sample = handle.read(65536)
+        handle.seek(0)
+        try:
+            dialect = csv.Sniffer().sniff(sample.splitlines()[0] if sample else "", delimiters=",;\t")
+        except csv.Error:
+            dialect = csv.excel
+        reader = csv.DictReader(handle, delimiter=dialect.delimiter)
         header = reader.fieldnames or []
         for role, key in _csv_columns(card):
             if key not in header:
