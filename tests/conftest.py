@@ -12,10 +12,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # Thread counts, set before torch is imported (here and in every subprocess a test starts, which inherits
 # them). On a loaded machine OpenMP's default busy-waiting makes each parallel region spin against the other
-# process and a test can run 10-50x slower; passive waiting yields the core instead. Two threads at most: the
-# tiny models gain nothing from more, and CI machines may report many cores they do not have to themselves.
-# QHAWKEYE_TEST_THREADS overrides the count.
-THREADS = os.environ.get("QHAWKEYE_TEST_THREADS") or str(min(2, os.cpu_count() or 1))
+# process and a test can run 10-50x slower; passive waiting yields the core instead. One thread: measured on
+# the 2-core machine, idle, the trainer and Qwen3-VL tests took 72 s with 1 thread, 79 s with 2 passive
+# threads and 60 s with 2 busy-waiting ones, which are the ones that collapse under load; the tiny models gain
+# little from more. QHAWKEYE_TEST_THREADS overrides the count.
+THREADS = os.environ.get("QHAWKEYE_TEST_THREADS") or "1"
 os.environ.setdefault("OMP_NUM_THREADS", THREADS)
 os.environ.setdefault("MKL_NUM_THREADS", THREADS)
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
