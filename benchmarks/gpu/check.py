@@ -17,7 +17,7 @@ benchmarks/RESULTS.md):
    HBM bandwidth per decode step; bandwidth measured here by a device-to-device copy).
 
 Both shapes run in turn: Qwen2.5-VL-7B (the vendored real configuration, tokenizer, processor settings and
-generation config) and Qwen3-VL-4B (sizes from its published config, :data:`QWEN3_VL_4B`; the real Qwen2
+generation config) and Qwen3-VL-4B (sizes from its published config, :data:`qhawkeye.shaped.QWEN3_VL_4B`; the real Qwen2
 vocabulary; Qwen3-VL's 16-pixel patches). Random weights say nothing about quality; they make the shapes,
 memory and speed real.
 """
@@ -48,20 +48,6 @@ def settings(dry: bool) -> dict:
                 score_images=32, score_batch=16, decode_tokens=128)  # fmt: skip
 
 
-QWEN3_VL_4B = {
-    "text": {"vocab_size": 151936, "hidden_size": 2560, "intermediate_size": 9728, "num_hidden_layers": 36,
-             "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128, "max_position_embeddings": 262144,
-             "rope_parameters": {"rope_type": "default", "rope_theta": 5e6, "mrope_section": [24, 20, 20],
-                                 "mrope_interleaved": True}},
-    "vision": {"depth": 24, "hidden_size": 1024, "intermediate_size": 4096, "num_heads": 16, "out_hidden_size": 2560,
-               "patch_size": 16, "spatial_merge_size": 2, "temporal_patch_size": 2, "num_position_embeddings": 2304,
-               "deepstack_visual_indexes": [5, 11, 17]},
-    "tie_word_embeddings": True,
-}  # fmt: skip
-"""Qwen3-VL-4B-Instruct's sizes as its published config.json gives them (written from the model card's
-configuration; no Qwen3-VL folder was available here to check them against)."""
-
-
 def build(dry: bool, s: dict, shape: str = "qwen2_5_vl_7b", seed: int = 0):
     """A random-weight model of ``shape`` (reduced sizes in a dry run), built on the device directly, with the
     real tokenizer; Qwen2.5-VL also with its folder's generation config and processor settings."""
@@ -85,43 +71,22 @@ def build(dry: bool, s: dict, shape: str = "qwen2_5_vl_7b", seed: int = 0):
 
 
 def build_qwen3(dry: bool, s: dict, seed: int = 0):
+    """Qwen3-VL-4B's shape (:data:`qhawkeye.shaped.QWEN3_VL_4B`; reduced in a dry run) with the real Qwen2
+    vocabulary and Qwen3-VL's image processing, built on the device directly."""
     import torch
-    from transformers import AutoTokenizer, GenerationConfig, Qwen3VLConfig, Qwen3VLForConditionalGeneration
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+    from transformers import AutoTokenizer, GenerationConfig, Qwen3VLForConditionalGeneration
 
-    from qhawkeye.modeling import ImageOnlyQwen3VLProcessor
-    from qhawkeye.shaped import ShapeSizes
+    from qhawkeye.shaped import ShapeSizes, qwen3_vl_config, qwen3_vl_processor
 
     tokenizer = AutoTokenizer.from_pretrained(str(VENDOR))
-    text, vision = dict(QWEN3_VL_4B["text"]), dict(QWEN3_VL_4B["vision"])
-    if dry:
-        z = ShapeSizes()
-        text.update(
-            hidden_size=z.text_hidden,
-            intermediate_size=z.text_intermediate,
-            num_hidden_layers=z.text_layers,
-            num_attention_heads=z.text_heads,
-            num_key_value_heads=z.text_kv_heads,
-            head_dim=z.text_hidden // z.text_heads,
-            rope_parameters={**text["rope_parameters"], "mrope_section": list(z.mrope_section)},
-        )
-        vision.update(depth=z.vision_depth, hidden_size=z.vision_hidden, intermediate_size=z.vision_intermediate,
-                      num_heads=z.vision_heads, out_hidden_size=z.text_hidden, num_position_embeddings=144,
-                      deepstack_visual_indexes=[0])  # fmt: skip
-    text.update(bos_token_id=151643, eos_token_id=151645, pad_token_id=151643)
-    config = Qwen3VLConfig(
-        text_config=text, vision_config=vision, tie_word_embeddings=QWEN3_VL_4B["tie_word_embeddings"]
-    )
+    config = qwen3_vl_config(tokenizer, ShapeSizes() if dry else None)
     if not dry:
         config._attn_implementation = "sdpa"
     torch.manual_seed(seed)
     with torch.device(s["device"]):
         model = Qwen3VLForConditionalGeneration(config).to(getattr(torch, s["dtype"]))
     model.generation_config = GenerationConfig(eos_token_id=[151645, 151643], pad_token_id=151643)
-    image_processor = Qwen2VLImageProcessorPil(min_pixels=4096, max_pixels=s["max_pixels"], patch_size=16,
-                                               temporal_patch_size=2, merge_size=2, image_mean=[0.5] * 3,
-                                               image_std=[0.5] * 3)  # fmt: skip
-    return model, ImageOnlyQwen3VLProcessor(image_processor, tokenizer, chat_template=tokenizer.chat_template)
+    return model, qwen3_vl_processor(tokenizer, s["max_pixels"])
 
 
 def train_arms(dry: bool, s: dict, data_dir: Path, shape: str) -> dict:

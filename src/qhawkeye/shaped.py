@@ -125,6 +125,70 @@ def build_shaped_model(
     return out
 
 
+QWEN3_VL_4B = {
+    "text": {"vocab_size": 151936, "hidden_size": 2560, "intermediate_size": 9728, "num_hidden_layers": 36,
+             "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128, "max_position_embeddings": 262144,
+             "rope_parameters": {"rope_type": "default", "rope_theta": 5e6, "mrope_section": [24, 20, 20],
+                                 "mrope_interleaved": True}},
+    "vision": {"depth": 24, "hidden_size": 1024, "intermediate_size": 4096, "num_heads": 16, "out_hidden_size": 2560,
+               "patch_size": 16, "spatial_merge_size": 2, "temporal_patch_size": 2, "num_position_embeddings": 2304,
+               "deepstack_visual_indexes": [5, 11, 17]},
+    "tie_word_embeddings": True,
+}  # fmt: skip
+"""Qwen3-VL-4B-Instruct's sizes as its published config.json gives them (written from the model card's
+configuration; no Qwen3-VL folder was available here to check them against)."""
+
+
+def qwen3_vl_config(tokenizer, sizes: ShapeSizes | None = ShapeSizes()):
+    """A ``Qwen3VLConfig`` with ``tokenizer``'s special ids: the 4B sizes of :data:`QWEN3_VL_4B` for
+    ``sizes=None``, else those sizes reduced to ``sizes``."""
+    from transformers import Qwen3VLConfig
+
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in ("<|endoftext|>", "<|im_end|>", "<|image_pad|>",
+                                                           "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")}  # fmt: skip
+    text, vision = dict(QWEN3_VL_4B["text"]), dict(QWEN3_VL_4B["vision"])
+    if sizes is not None:
+        text.update(
+            hidden_size=sizes.text_hidden,
+            intermediate_size=sizes.text_intermediate,
+            num_hidden_layers=sizes.text_layers,
+            num_attention_heads=sizes.text_heads,
+            num_key_value_heads=sizes.text_kv_heads,
+            head_dim=sizes.text_hidden // sizes.text_heads,
+            rope_parameters={**text["rope_parameters"], "mrope_section": list(sizes.mrope_section)},
+        )
+        vision.update(
+            depth=sizes.vision_depth,
+            hidden_size=sizes.vision_hidden,
+            intermediate_size=sizes.vision_intermediate,
+            num_heads=sizes.vision_heads,
+            out_hidden_size=sizes.text_hidden,
+            num_position_embeddings=144,
+            deepstack_visual_indexes=[0],
+        )
+    text.update(
+        bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"]
+    )
+    return Qwen3VLConfig(
+        text_config=text, vision_config=vision,
+        tie_word_embeddings=QWEN3_VL_4B["tie_word_embeddings"] if sizes is None else False,
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+    )  # fmt: skip
+
+
+def qwen3_vl_processor(tokenizer, max_pixels: int):
+    """Qwen3-VL's image processing (16-pixel patches, 2x2 merge, mean/std 0.5) around ``tokenizer``, image-only."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    from qhawkeye.modeling import ImageOnlyQwen3VLProcessor
+
+    image_processor = Qwen2VLImageProcessorPil(min_pixels=4096, max_pixels=max_pixels, patch_size=16,
+                                               temporal_patch_size=2, merge_size=2, image_mean=[0.5] * 3,
+                                               image_std=[0.5] * 3)  # fmt: skip
+    return ImageOnlyQwen3VLProcessor(image_processor, tokenizer, chat_template=tokenizer.chat_template)
+
+
 def build_qwen3_vl(
     tokenizer_source: str | Path,
     out: str | Path,
@@ -137,43 +201,18 @@ def build_qwen3_vl(
     vision and chat special tokens and ids), with Qwen3-VL's image processing (16-pixel patches, mean/std 0.5).
     No real Qwen3-VL folder was available: its own chat template and generation config are not reproduced."""
     import torch
-    from transformers import AutoTokenizer, GenerationConfig, Qwen3VLConfig, Qwen3VLForConditionalGeneration
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-
-    from qhawkeye.modeling import ImageOnlyQwen3VLProcessor
+    from transformers import AutoTokenizer, GenerationConfig, Qwen3VLForConditionalGeneration
 
     out = Path(out)
     if out.exists():
         raise FileExistsError(f"{out} already exists; remove it or choose another folder")
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_source))
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in ("<|endoftext|>", "<|im_end|>", "<|image_pad|>",
-                                                           "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")}  # fmt: skip
-    config = Qwen3VLConfig(
-        text_config={"vocab_size": 151936, "hidden_size": sizes.text_hidden,
-                     "intermediate_size": sizes.text_intermediate, "num_hidden_layers": sizes.text_layers,
-                     "num_attention_heads": sizes.text_heads, "num_key_value_heads": sizes.text_kv_heads,
-                     "head_dim": sizes.text_hidden // sizes.text_heads,
-                     "rope_parameters": {"rope_type": "default", "rope_theta": 5e6,
-                                         "mrope_section": list(sizes.mrope_section), "mrope_interleaved": True},
-                     "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"],
-                     "pad_token_id": ids["<|endoftext|>"]},
-        vision_config={"depth": sizes.vision_depth, "hidden_size": sizes.vision_hidden,
-                       "intermediate_size": sizes.vision_intermediate, "num_heads": sizes.vision_heads,
-                       "out_hidden_size": sizes.text_hidden, "patch_size": 16, "spatial_merge_size": 2,
-                       "temporal_patch_size": 2, "num_position_embeddings": 144,
-                       "deepstack_visual_indexes": [0]},
-        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
-    )  # fmt: skip
+    config = qwen3_vl_config(tokenizer, sizes)
     torch.manual_seed(seed)
     model = Qwen3VLForConditionalGeneration(config)
-    model.generation_config = GenerationConfig(
-        eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]], pad_token_id=ids["<|endoftext|>"]
-    )
-    image_processor = Qwen2VLImageProcessorPil(min_pixels=4096, max_pixels=max_pixels, patch_size=16,
-                                               temporal_patch_size=2, merge_size=2, image_mean=[0.5] * 3,
-                                               image_std=[0.5] * 3)  # fmt: skip
-    processor = ImageOnlyQwen3VLProcessor(image_processor, tokenizer, chat_template=tokenizer.chat_template)
+    end, pad = config.text_config.eos_token_id, config.text_config.pad_token_id
+    model.generation_config = GenerationConfig(eos_token_id=[end, pad], pad_token_id=pad)
+    processor = qwen3_vl_processor(tokenizer, max_pixels)
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
