@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 
@@ -91,6 +92,15 @@ def _cmd_score(args) -> int:
         args.paths, config, out=args.out, fmt=args.format, limit=args.limit, progress=not args.quiet
     )
     write_summary(summary)
+    return 0
+
+
+def _cmd_distill(args) -> int:
+    from qhawkeye.student.config import DistillConfig
+    from qhawkeye.student.distill import distill
+
+    summary = distill(dataclass_from_args(DistillConfig, args), progress=not args.quiet)
+    print(json.dumps(summary, indent=2))
     return 0
 
 
@@ -276,6 +286,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_dataclass_arguments(p, ScorerConfig)
     p.set_defaults(func=_cmd_score)
+
+    p = sub.add_parser(
+        "distill",
+        help="fit a fast CPU student scorer on human labels and/or a teacher's score files",
+        description="A student is a ridge head on pooled EfficientNet-Lite0 features: it scores through "
+        "`qhawkeye score/evaluate/serve` like any model (--model <out>). Teacher files are `qhawkeye score` "
+        "output of any model; uncertain teacher scores weigh less. Features are cached in <out>.work/ "
+        "(an interrupted run resumes).",
+    )
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    from qhawkeye.student.config import DistillConfig
+
+    add_dataclass_arguments(p, DistillConfig)
+    p.set_defaults(func=_cmd_distill)
 
     p = sub.add_parser(
         "evaluate",

@@ -77,10 +77,18 @@ def _header(results: dict) -> str:
         f"# Evaluation: {results['model']}",
         "",
         f"- Model: `{results['model']}`",
-        f"- Prompt preset: `{results.get('prompt_preset', 'unknown')}`",
-        f"- Decoding: {describe_decoding(results.get('decoding') or {})}",
-        f"- Git commit: {f'`{commit}`' if commit else 'not recorded'}",
     ]
+    if results.get("model_kind") == "student":
+        lines += [
+            f"- Student: {results.get('description') or 'a qhawkeye student'}; identity `{results.get('identity')}`",
+            "- Decoding: none (a student predicts the score directly)",
+        ]
+    else:
+        lines += [
+            f"- Prompt preset: `{results.get('prompt_preset', 'unknown')}`",
+            f"- Decoding: {describe_decoding(results.get('decoding') or {})}",
+        ]
+    lines.append(f"- Git commit: {f'`{commit}`' if commit else 'not recorded'}")
     if results.get("created"):
         lines.append(f"- Created: {results['created']}")
     versions = results.get("versions") or {}

@@ -28,7 +28,7 @@ from qhawkeye.evaluate.metrics import bootstrap_intervals, compute_metrics
 from qhawkeye.labels import BenchmarkCard, BenchmarkItem, load_items, resolve_card
 from qhawkeye.scoring.io import InputItem, ResultFile
 from qhawkeye.scoring.main import score_items
-from qhawkeye.scoring.scorer import Scorer, ScorerConfig
+from qhawkeye.scoring.scorer import Scorer, ScorerConfig, load_scorer
 
 logger = logging.getLogger(__name__)
 AVERAGED = ("srcc", "krcc", "plcc", "plcc_logistic", "rmse_logistic")
@@ -141,7 +141,7 @@ def evaluate(scorer_config: ScorerConfig, config: EvaluateConfig, progress: bool
     pred_dir = out / "predictions"
     cards = [resolve_card(name, config.data_root) for name in config.benchmarks]
     data = {card.name: load_items(card, config.data_root)[: config.limit] for card in cards}
-    scorer = Scorer(scorer_config)
+    scorer = load_scorer(scorer_config)
     for card in cards:
         score_benchmark(scorer, card, data[card.name], pred_dir, progress)
     _barrier(world)

@@ -15,8 +15,11 @@ class ScorerConfig:
     """Everything that decides a score. Recorded in every output file."""
 
     model: str = field(
-        default="tiny",
-        metadata={"help": "model folder (Qwen2.5-VL, a qhawkeye checkpoint, or LoRA adapters), or 'tiny'"},
+        default="default",
+        metadata={
+            "help": "'default' (the embedded student: a fast CPU scorer trained on LIVE-Wild), a student folder "
+            "(qhawkeye distill), a model folder (Qwen2.5-VL, a qhawkeye checkpoint, LoRA adapters), or 'tiny'"
+        },
     )
     base_model: str | None = field(
         default=None,

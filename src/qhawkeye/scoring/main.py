@@ -13,7 +13,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from qhawkeye.scoring.io import InputItem, ResultFile, collect_inputs
-from qhawkeye.scoring.scorer import Scorer, ScorerConfig
+from qhawkeye.scoring.scorer import Scorer, ScorerConfig, load_scorer
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def run(
     if limit is not None:
         items = items[:limit]
     start = time.perf_counter()
-    scorer = Scorer(config)
+    scorer = load_scorer(config)
     result_file = ResultFile(out, scorer.describe(), fmt) if out else None
     counts = score_items(scorer, items, result_file, progress)
     seconds = time.perf_counter() - start
@@ -70,6 +70,8 @@ def run(
         "unreadable": counts["unreadable"],
         "seconds": round(seconds, 2),
         "output": str(out) if out else None,
+        "model": scorer.describe()["model"],
+        "model_description": scorer.describe().get("description"),
     }
     if result_file is not None:  # the whole file, this run and earlier ones
         statuses = Counter(row["status"] for row in result_file.done.values())
@@ -86,5 +88,8 @@ def write_summary(summary: dict, stream=None) -> None:
         f"({summary['ok']} ok, {summary['parse_failures']} parse failures, {summary['unreadable']} unreadable) "
         f"in {summary['seconds']} s\n"
     )
+    if summary.get("model"):
+        about = f" ({summary['model_description']})" if summary.get("model_description") else ""
+        stream.write(f"scored by: {summary['model']}{about}\n")
     if summary["output"]:
         stream.write(f"results: {Path(summary['output']).resolve()}\n")

@@ -3,7 +3,7 @@
 In the spirit of pyiqa's ``create_metric``::
 
     from qhawkeye.scoring import create_scorer
-    scorer = create_scorer("tiny")                      # or a Qwen2.5-VL folder, a checkpoint, LoRA adapters
+    scorer = create_scorer()        # the embedded student; or a Qwen2.5-VL folder, a checkpoint, LoRA adapters
     result = scorer.score("photo.jpg")                  # ScoreResult: score in [1, 5], higher is better
     results = scorer.score_batch(["a.jpg", "b.png"])
     results = scorer.score_folder("photos/")
@@ -392,6 +392,20 @@ class Scorer:
             yield from self.score_batch([p for _, p in pending], [i for i, _ in pending])
 
 
-def create_scorer(model: str = "tiny", **kwargs) -> Scorer:
-    """Load a model once for scoring; ``kwargs`` are :class:`ScorerConfig` fields."""
-    return Scorer(ScorerConfig(model=model, **kwargs))
+def load_scorer(config: ScorerConfig):
+    """The scorer for ``config.model``: a :class:`~qhawkeye.student.scorer.StudentScorer` for a student folder
+    (or ``"default"``, the embedded student), else a VLM :class:`Scorer`."""
+    from qhawkeye.student import student_folder
+
+    folder = student_folder(config.model)
+    if folder is None:
+        return Scorer(config)
+    from qhawkeye.student.scorer import StudentScorer
+
+    return StudentScorer(config, folder)
+
+
+def create_scorer(model: str = "default", **kwargs):
+    """Load a model once for scoring; ``kwargs`` are :class:`ScorerConfig` fields. ``"default"`` is the embedded
+    student (a fast CPU scorer); ``"tiny"`` the tiny test VLM; else a model or student folder."""
+    return load_scorer(ScorerConfig(model=model, **kwargs))

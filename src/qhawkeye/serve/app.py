@@ -303,7 +303,15 @@ class _Handlers:
                 "unsupported_parameter",
             )
         parts = [p for m in body.messages if not isinstance(m.content, str) for p in m.content]
-        self._check_image_count(sum(isinstance(p, ImagePart) for p in parts))
+        n_images = sum(isinstance(p, ImagePart) for p in parts)
+        self._check_image_count(n_images)
+        if getattr(self.scorer, "is_student", False) and n_images != 1:
+            raise ApiError(
+                400,
+                f"this server runs a student scorer, which answers with the score of exactly one image (no "
+                f"reasoning, the text is ignored); the request holds {n_images}",
+                "student_needs_one_image",
+            )
         chars = sum(len(m.content) for m in body.messages if isinstance(m.content, str))
         chars += sum(len(p.text) for p in parts if isinstance(p, TextPart))
         if chars > self.config.max_prompt_chars:

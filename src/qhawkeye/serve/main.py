@@ -198,9 +198,9 @@ def main(config: ServeConfig) -> None:
         raise ImportError(
             f"qhawkeye serve needs the serve extra: pip install 'qhawkeye[serve]' ({err})"
         ) from err
-    from qhawkeye.scoring.scorer import Scorer
+    from qhawkeye.scoring.scorer import load_scorer
 
-    scorer = Scorer(config.scorer)
+    scorer = load_scorer(config.scorer)
     app = build_app(scorer, config)
     if config.host not in LOOPBACK and config.api_key is None:
         logger.warning("listening on %s without an API key: anyone who can reach it can use it", config.host)
