@@ -98,7 +98,7 @@ def test_demo_trains_with_the_tiny_learning_recipe():
     keys = ["num_generations", "per_device_train_batch_size", "gradient_accumulation_steps", "temperature", "beta",
             "loss_type", "scale_rewards", "epsilon", "epsilon_high", "num_iterations", "learning_rate",
             "lr_scheduler_type", "max_grad_norm", "reward_funcs", "accuracy_tau", "accuracy_out_of_range",
-            "max_completion_length",
+            "max_completion_length", "scoring_mode",
             "max_steps", "uado_alpha", "pao_gamma", "pao_gamma_zero_epoch", "pao_eta1", "pao_eta2"]  # fmt: skip
     assert {k: demo[k] for k in keys} == {k: recipe[k] for k in keys}
     parse_dict({**recipe, "dataset_path": "x"})  # the recipe itself is a valid config

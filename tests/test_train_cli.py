@@ -82,6 +82,7 @@ def test_quality_eval_callback_logs_correlations_and_the_result_scores(
         "quality_eval_mode=expected",
         "quality_eval_max_new_tokens=24",
         "quality_eval_max_samples=8",
+        "scoring_mode=expected",
     ]
     assert main(_args(out, paired_dataset_dir, 2) + [a for s in extra for a in ("--set", s)]) == 0
     history = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())["log_history"]
@@ -91,6 +92,11 @@ def test_quality_eval_callback_logs_correlations_and_the_result_scores(
         assert h["quality_eval/n"] == pytest.approx(8 * (1 - h["quality_eval/parse_failure_rate"]))
         assert h["quality_eval/n_distinct"] == h["quality_eval/n"]  # expected-mode scores are continuous
         assert h["quality_eval/n"] >= 3 and -1 <= h["quality_eval/srcc"] <= 1  # from 8 held-out images
+    # without --mode the trained folder is scored the way its run recorded (scoring_mode), and says so
+    scorer = create_scorer(str(out), max_new_tokens=24)
+    assert scorer.config.mode == "expected" and scorer.describe()["decoding"]["mode"] == "expected"
+    assert create_scorer(str(out), mode="greedy", max_new_tokens=24).config.mode == "greedy"  # explicit wins
+    assert create_scorer(str(format_model_dir), max_new_tokens=24).config.mode == "greedy"  # nothing recorded
     # the trained folder is a scorer model as it is
     result = create_scorer(str(out), mode="sample", num_samples=2, max_new_tokens=24).score(
         str(next(paired_dataset_dir.rglob("*.arrow")).parent / "missing.png")

@@ -78,8 +78,8 @@ def _cmd_demo(args) -> int:
         print(f"{name:32s} {srcc:8.3f} {plcc:8.3f} {bench['n']:4d}/{bench['n_total']}")
     print(verdict(summary["comparison"]))
     print(f"\nreport: {args.out}/report/README.md")
-    print(f"score other images with the trained model (the expected mode ranks; its greedy answers tie):\n"
-          f"  qhawkeye score <images or folder> --model {args.out}/model --mode expected")  # fmt: skip
+    print(f"score other images with the trained model (in the expected mode its run recorded: its greedy answers "
+          f"tie):\n  qhawkeye score <images or folder> --model {args.out}/model")  # fmt: skip
     return 0
 
 

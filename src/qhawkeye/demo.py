@@ -95,6 +95,7 @@ def train_config(cfg: DemoConfig, dataset: Path, output_dir: Path, model: Path) 
         "loss_type": "grpo", "scale_rewards": "group", "epsilon": 0.2, "epsilon_high": 0.28,
         "num_iterations": 1, "learning_rate": cfg.learning_rate, "lr_scheduler_type": "constant",
         "max_grad_norm": 1.0, "reward_funcs": ["accuracy", "format"], "accuracy_tau": 0.30, "accuracy_out_of_range": "clip",
+        "scoring_mode": cfg.eval_mode,
         "use_uado": cfg.use_uado, "uado_alpha": cfg.uado_alpha,
         "use_pao": cfg.use_pao, "pao_gamma": cfg.pao_gamma, "pao_gamma_zero_epoch": 5.0,
         "pao_eta1": 1e-3 if cfg.use_pao else 0.0, "pao_eta2": 0.0,

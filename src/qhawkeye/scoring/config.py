@@ -30,11 +30,12 @@ class ScorerConfig:
     prompt_preset: str = field(
         default="qhawkeye", metadata={"help": f"prompt and parser, one of {sorted(prompts.PRESETS)}"}
     )
-    mode: Literal["greedy", "sample", "expected"] = field(
-        default="greedy",
+    mode: Literal["greedy", "sample", "expected"] | None = field(
+        default=None,
         metadata={
             "help": "greedy (one deterministic answer), sample (mean of num_samples draws) or expected "
-            "(deterministic: greedy answer, score = expected value of its first digit's distribution)"
+            "(deterministic: greedy answer, score = expected value of its first digit's distribution); "
+            "default: the scoring_mode its training run recorded (qhawkeye_run.json), else greedy"
         },
     )
     num_samples: int = field(default=8, metadata={"help": "draws per image in sample mode (k)"})
@@ -78,7 +79,7 @@ class ScorerConfig:
         from qhawkeye.images import ImageLimits
 
         ImageLimits(self.max_image_pixels, self.max_aspect_ratio)  # range checks, with the field named
-        if self.mode not in MODES:
+        if self.mode is not None and self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.num_samples < 1 or self.batch_size < 1 or self.max_new_tokens < 1:
             raise ValueError("num_samples, batch_size and max_new_tokens must be >= 1")

@@ -175,12 +175,26 @@ class Scorer:
         self.preset = prompts.get_preset(config.prompt_preset)
         self.device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model_path, self.model, self.processor = self._load(config)
+        if config.mode is None:  # the training run's scoring_mode, else greedy; recorded as resolved
+            self.config = config = dataclasses.replace(config, mode=self._recorded_mode(self.model_path))
         self.generation_config = self._generation_config()
         self.digits = self._score_digits()
+
+    @staticmethod
+    def _recorded_mode(folder: Path) -> str:
+        info = folder / RUN_INFO
+        if info.is_file():
+            mode = json.loads(info.read_text()).get("config", {}).get("training", {}).get("scoring_mode")
+            if mode in ("greedy", "sample", "expected"):
+                logger.info("scoring in %s mode, the scoring_mode %s was trained with", mode, folder)
+                return mode
+        return "greedy"
 
     @classmethod
     def from_loaded(cls, model, processor, config: ScorerConfig, name: str = "(in memory)") -> Scorer:
         """A scorer over a model already in memory (the training callback); the caller owns train/eval mode."""
+        if config.mode is None:
+            config = dataclasses.replace(config, mode="greedy")
         scorer = cls.__new__(cls)
         scorer.config, scorer.preset = config, prompts.get_preset(config.prompt_preset)
         scorer.model, scorer.processor, scorer.model_path = model, processor, name

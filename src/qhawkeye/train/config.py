@@ -236,6 +236,13 @@ class QHawkeyeConfig(GRPOConfig):
             "help": "Decoding for the quality evaluation: greedy, sample or expected (see qhawkeye score)."
         },
     )
+    scoring_mode: str = field(
+        default="greedy",
+        metadata={
+            "help": "The decoding `qhawkeye score`, evaluate and serve use for the trained model when no --mode "
+            "is given (greedy, sample or expected); recorded in qhawkeye_run.json."
+        },
+    )
     quality_eval_num_samples: int = field(
         default=4, metadata={"help": "Draws per image when quality_eval_mode is sample (mean is the score)."}
     )
@@ -289,6 +296,8 @@ class QHawkeyeConfig(GRPOConfig):
             raise ValueError(
                 "quality_eval_steps must be >= 0 and quality_eval_max_samples >= 3 (correlations)"
             )
+        if self.scoring_mode not in ("greedy", "sample", "expected"):
+            raise ValueError(f"scoring_mode must be greedy, sample or expected, got {self.scoring_mode!r}")
         if self.quality_eval_mode not in ("greedy", "sample", "expected"):
             raise ValueError(
                 f"quality_eval_mode must be greedy, sample or expected, got {self.quality_eval_mode!r}"
