@@ -220,8 +220,10 @@ class Run:
 def run_one(run: Run, root: Path, budget: Budget, threads: int) -> dict:
     import torch
 
+    from qhawkeye import allocator
     from qhawkeye.provenance import write_json_atomic
 
+    allocator.tune()  # as the qhawkeye command does (each worker process)
     torch.set_num_threads(threads)
     run_dir = root / run.rung / (run.arm + (f"-{run.tag}" if run.tag else "")) / f"seed{run.seed}"
     cached = run_dir / "result.json"

@@ -57,6 +57,9 @@ def batched(scorer, images) -> list[str]:
 
 
 def main() -> None:
+    from qhawkeye import allocator
+
+    allocator.tune()  # as the qhawkeye command does
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="tiny-format")  # built below when missing
     parser.add_argument("--images", type=int, default=48)

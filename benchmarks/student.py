@@ -204,6 +204,9 @@ def distillation(seeds: list[int], threads: int, out: Path) -> dict:
 
 
 def main() -> int:
+    from qhawkeye import allocator
+
+    allocator.tune()  # as the qhawkeye command does
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--threads", type=int, default=2)

@@ -61,6 +61,9 @@ def one_run(trainer_cls, extra, model_dir, data_dir, steps, tokens, batch, ga) -
 
 
 def main() -> None:
+    from qhawkeye import allocator
+
+    allocator.tune()  # as the qhawkeye command does
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=6)

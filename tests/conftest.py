@@ -26,6 +26,10 @@ os.environ.setdefault("KMP_BLOCKTIME", "0")
 def pytest_configure(config):
     import torch
 
+    from qhawkeye import allocator
+
+    allocator.tune()  # as the qhawkeye command does (subprocesses started through it tune themselves)
+
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     torch.set_num_interop_threads(1)
 

@@ -314,6 +314,9 @@ def main(argv=None) -> None:
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT / "src"))
+    from qhawkeye import allocator
+
+    allocator.tune()  # as the qhawkeye command does
     import torch
     import transformers
     import trl

@@ -341,6 +341,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from qhawkeye import allocator
+
+    try:
+        allocator.tune()  # reuse freed big tensors instead of page-faulting them in every step
+    except ValueError as err:
+        print(f"qhawkeye: error: {err}", file=sys.stderr)
+        return 1
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
