@@ -71,10 +71,20 @@ class DemoConfig:
     use_pao: bool = field(default=True, metadata={"help": "PAO on (the ablation switches it)"})
     uado_alpha: float = field(default=0.2, metadata={"help": "UADO alpha (recipe 0.2)"})
     pao_gamma: float = field(default=1e-4, metadata={"help": "PAO gamma (recipe 1e-4)"})
+    accuracy_out_of_range: str = field(
+        default="clip",
+        metadata={
+            "help": "an answer outside [1, 5]: clip (SPEC) or zero (no accuracy reward; see RESULTS.md)"
+        },
+    )
 
     def __post_init__(self):
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {sorted(TASKS)}, got {self.task!r}")
+        if self.accuracy_out_of_range not in ("clip", "zero"):
+            raise ValueError(
+                f"accuracy_out_of_range must be clip or zero, got {self.accuracy_out_of_range!r}"
+            )
         if self.eval_mode not in ("expected", "greedy", "sample"):
             raise ValueError(f"eval_mode must be expected, greedy or sample, got {self.eval_mode!r}")
         if min(self.warm_steps, self.steps, self.batch_size, self.max_new_tokens) < 1:
@@ -94,7 +104,7 @@ def train_config(cfg: DemoConfig, dataset: Path, output_dir: Path, model: Path) 
         "num_generations": 4, "max_completion_length": cfg.max_new_tokens, "temperature": 1.0, "beta": 0.04,
         "loss_type": "grpo", "scale_rewards": "group", "epsilon": 0.2, "epsilon_high": 0.28,
         "num_iterations": 1, "learning_rate": cfg.learning_rate, "lr_scheduler_type": "constant",
-        "max_grad_norm": 1.0, "reward_funcs": ["accuracy", "format"], "accuracy_tau": 0.30, "accuracy_out_of_range": "clip",
+        "max_grad_norm": 1.0, "reward_funcs": ["accuracy", "format"], "accuracy_tau": 0.30, "accuracy_out_of_range": cfg.accuracy_out_of_range,
         "scoring_mode": cfg.eval_mode,
         "use_uado": cfg.use_uado, "uado_alpha": cfg.uado_alpha,
         "use_pao": cfg.use_pao, "pao_gamma": cfg.pao_gamma, "pao_gamma_zero_epoch": 5.0,
