@@ -45,7 +45,7 @@ class StudentScorer:
         self.extractor = FeatureExtractor(
             self.head.spec, batch_size=CPU_BATCH if device == "cpu" else config.batch_size, device=device
         )
-        if config.mode != "greedy" or config.prompt_preset != "qhawkeye":
+        if config.mode is not None or config.prompt_preset != "qhawkeye":
             logger.warning(
                 "%s is a student: it has no decoding or prompt; mode=%s and prompt_preset=%s do not apply",
                 folder,
