@@ -6,11 +6,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
@@ -18,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
-from server_utils import wait_healthy
+from server_utils import qhawkeye_serve
 
 ROOT = Path(__file__).resolve().parents[1]
 VENDOR = ROOT / "vendor" / "qwen2_5_vl_7b_instruct"
@@ -67,18 +62,9 @@ def test_evaluate_reports_every_image(base, tmp_path):
 
 @pytest.mark.slow
 def test_serve_over_http_and_the_filters_score_mode(base, tmp_path, qh_home):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = tmp_path / "serve.log"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    with open(log, "w") as handle:
-        proc = subprocess.Popen([sys.executable, "-m", "qhawkeye.cli", "serve", "--model", str(base), "--port",
-                                 str(port), "--max-new-tokens", "8", "--dtype", "float32"],
-                                stdout=handle, stderr=subprocess.STDOUT, env=env)  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, proc, log)
+    with qhawkeye_serve(
+        ["--model", str(base), "--max-new-tokens", "8", "--dtype", "float32"], tmp_path / "serve.log"
+    ) as url:
         body = {"images": [{"id": "a", "data": base64.b64encode(_png(1)).decode()},
                            {"id": "b", "data": base64.b64encode(b"not an image").decode()}]}  # fmt: skip
         request = urllib.request.Request(url + "/v1/score", json.dumps(body).encode(),
@@ -96,12 +82,6 @@ def test_serve_over_http_and_the_filters_score_mode(base, tmp_path, qh_home):
             answer = json.loads(reply.read())
         assert answer["choices"][0]["finish_reason"] in ("stop", "length")
         assert answer["usage"]["completion_tokens"] <= 6
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
     from qhawkeye.data.manifest import read_records, write_records
     from qhawkeye.data.vlm_filter import FilterConfig, run_filter

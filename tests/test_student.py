@@ -13,8 +13,6 @@ import io
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -26,7 +24,7 @@ import pytest
 import torch
 from PIL import Image, ImageFilter
 from scipy.stats import spearmanr
-from server_utils import wait_healthy
+from server_utils import qhawkeye_serve
 
 from qhawkeye import cli
 from qhawkeye.student import DEFAULT_STUDENT, student_folder
@@ -360,18 +358,8 @@ def _post(url: str, body: dict) -> tuple[int, dict]:
 
 @pytest.mark.slow
 def test_serve_a_student_over_http(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = tmp_path / "serve.log"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    with open(log, "w") as handle:
-        proc = subprocess.Popen([sys.executable, "-m", "qhawkeye.cli", "serve", "--port", str(port)],
-                                stdout=handle, stderr=subprocess.STDOUT, env=env)  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
     photo = Image.open(_photos(1)[0]).convert("RGB")
-    try:
-        wait_healthy(url, proc, log)
+    with qhawkeye_serve([], tmp_path / "serve.log") as url:
         body = {"images": [{"id": "sharp", "data": _png(photo)},
                            {"id": "blurred", "data": _png(photo.filter(ImageFilter.GaussianBlur(3)))},
                            {"id": "junk", "data": base64.b64encode(b"junk").decode()}]}  # fmt: skip
@@ -391,12 +379,6 @@ def test_serve_a_student_over_http(tmp_path):
         chat["messages"][0]["content"] = [{"type": "text", "text": "no image"}]
         status, error = _post(url + "/v1/chat/completions", chat)
         assert status == 400 and error["error"]["code"] == "student_needs_one_image"
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def test_the_filters_score_mode_with_the_default_student(tmp_path):

@@ -160,11 +160,78 @@ def summarise_draws(key: str, draws: list[Draw], parser_score_range=(SCORE_MIN, 
     )
 
 
+def decode_batch(
+    images: Sequence[str | Path | Image.Image], ids: Sequence[str] | None, limits
+) -> tuple[list[str], list[ScoreResult | None], list[int], list[Image.Image]]:
+    """Ids, a result slot per image (filled for the unreadable ones), the indices that decoded, their RGB images.
+
+    Shared by every scorer: ids default to the paths (``image-<n>`` for PIL images), sizes are checked from the
+    header before decoding, and an unreadable image becomes its ``unreadable`` result, never an exception."""
+    keys = (
+        list(ids)
+        if ids is not None
+        else [
+            display_name(x) if not isinstance(x, Image.Image) else f"image-{n}" for n, x in enumerate(images)
+        ]
+    )
+    if len(keys) != len(images):
+        raise ValueError(f"{len(images)} images but {len(keys)} ids")
+    results: list[ScoreResult | None] = [None] * len(images)
+    good: list[int] = []
+    decoded: list[Image.Image] = []
+    for n, item in enumerate(images):
+        try:
+            if isinstance(item, Image.Image):
+                check_size(item.size, keys[n], limits)
+                decoded.append(to_rgb(item))
+            else:
+                decoded.append(load_image(item, limits))
+            good.append(n)
+        except UnreadableImage as err:
+            results[n] = ScoreResult.unreadable(keys[n], str(err))
+    return keys, results, good, decoded
+
+
+class BatchScoring:
+    """What every scorer offers on top of its ``score_batch``: one image, a folder, a lazy stream."""
+
+    def _chunk(self) -> int:
+        raise NotImplementedError
+
+    def score_batch(self, images, ids=None) -> list[ScoreResult]:
+        raise NotImplementedError
+
+    def score(self, image: str | Path | Image.Image, id: str | None = None) -> ScoreResult:  # noqa: A002
+        """Score one image."""
+        return self.score_batch([image], None if id is None else [id])[0]
+
+    def score_folder(self, folder: str | Path) -> list[ScoreResult]:
+        """Score every image under ``folder`` (recursive, sorted); ids are paths relative to it."""
+        from qhawkeye.scoring.io import collect_inputs
+
+        items = collect_inputs([folder])
+        return list(self.iter_scores((item.id, item.path) for item in items))
+
+    def iter_scores(
+        self, items: Iterable[tuple[str, str | Path]], chunk: int | None = None
+    ) -> Iterator[ScoreResult]:
+        """Score ``(id, path)`` pairs lazily, ``chunk`` images at a time (default: one model call's worth)."""
+        chunk = chunk or self._chunk()
+        pending: list[tuple[str, str | Path]] = []
+        for item in items:
+            pending.append(item)
+            if len(pending) == chunk:
+                yield from self.score_batch([p for _, p in pending], [i for i, _ in pending])
+                pending = []
+        if pending:
+            yield from self.score_batch([p for _, p in pending], [i for i, _ in pending])
+
+
 def _is_adapter_folder(path: Path) -> bool:
     return (path / "adapter_config.json").is_file() and not (path / "config.json").is_file()
 
 
-class Scorer:
+class Scorer(BatchScoring):
     """A loaded quality model. Build it with :func:`create_scorer`."""
 
     score_range = (SCORE_MIN, SCORE_MAX)
@@ -317,30 +384,7 @@ class Scorer:
         self, images: Sequence[str | Path | Image.Image], ids: Sequence[str] | None = None
     ) -> list[ScoreResult]:
         """Score several images (paths or PIL images); results in input order."""
-        keys = (
-            list(ids)
-            if ids is not None
-            else [
-                display_name(x) if not isinstance(x, Image.Image) else f"image-{n}"
-                for n, x in enumerate(images)
-            ]
-        )
-        if len(keys) != len(images):
-            raise ValueError(f"{len(images)} images but {len(keys)} ids")
-        results: list[ScoreResult | None] = [None] * len(images)
-        good: list[int] = []
-        decoded: list[Image.Image] = []
-        limits = self.config.image_limits
-        for n, item in enumerate(images):
-            try:
-                if isinstance(item, Image.Image):
-                    check_size(item.size, keys[n], limits)
-                    decoded.append(to_rgb(item))
-                else:
-                    decoded.append(load_image(item, limits))
-                good.append(n)
-            except UnreadableImage as err:
-                results[n] = ScoreResult.unreadable(keys[n], str(err))
+        keys, results, good, decoded = decode_batch(images, ids, self.config.image_limits)
         if self.config.mode == "expected":
             for n, result in zip(good, self._expected([keys[n] for n in good], decoded), strict=True):
                 results[n] = result
@@ -380,30 +424,8 @@ class Scorer:
             )
         return results
 
-    def score(self, image: str | Path | Image.Image, id: str | None = None) -> ScoreResult:  # noqa: A002
-        """Score one image."""
-        return self.score_batch([image], None if id is None else [id])[0]
-
-    def score_folder(self, folder: str | Path) -> list[ScoreResult]:
-        """Score every image under ``folder`` (recursive, sorted); ids are paths relative to it."""
-        from qhawkeye.scoring.io import collect_inputs
-
-        items = collect_inputs([folder])
-        return list(self.iter_scores((item.id, item.path) for item in items))
-
-    def iter_scores(
-        self, items: Iterable[tuple[str, str | Path]], chunk: int | None = None
-    ) -> Iterator[ScoreResult]:
-        """Score ``(id, path)`` pairs lazily, ``chunk`` images at a time (default: one generate call's worth)."""
-        chunk = chunk or max(1, self.config.batch_size // self.config.draws)
-        pending: list[tuple[str, str | Path]] = []
-        for item in items:
-            pending.append(item)
-            if len(pending) == chunk:
-                yield from self.score_batch([p for _, p in pending], [i for i, _ in pending])
-                pending = []
-        if pending:
-            yield from self.score_batch([p for _, p in pending], [i for i, _ in pending])
+    def _chunk(self) -> int:
+        return max(1, self.config.batch_size // self.config.draws)
 
 
 def load_scorer(config: ScorerConfig):

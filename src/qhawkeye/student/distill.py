@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from qhawkeye.data.manifest import file_sha256
 from qhawkeye.images import UnreadableImage, load_image
 from qhawkeye.parsing import normalised_uncertainty
 from qhawkeye.student.config import DistillConfig
@@ -43,14 +44,6 @@ class Row:
     weight: float
     source: str  # "labels:<card>" or "teacher:<file name>"
     id: str
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------- rows
@@ -70,21 +63,13 @@ def label_rows(config: DistillConfig) -> tuple[list[Row], list[dict]]:
     return rows, sources
 
 
-def _read_score_file(path: Path) -> list[tuple[str, dict]]:
+def _read_score_file(path: Path) -> list[tuple[str, object]]:
+    from qhawkeye.scoring.io import _jsonl_rows
+
     text = path.read_text(encoding="utf-8-sig")
     if path.suffix.lower() == ".csv":
         return [(f"row {n}", row) for n, row in enumerate(csv.DictReader(text.splitlines()), start=2)]
-    out = []
-    for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            out.append((f"line {n}", json.loads(line)))
-        except json.JSONDecodeError as err:
-            raise ValueError(
-                f"{path}: line {n} is not JSON ({err}); is this a `qhawkeye score` output?"
-            ) from None
-    return out
+    return _jsonl_rows(path, text)
 
 
 def _number(value) -> float | None:

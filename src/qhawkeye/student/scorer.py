@@ -10,16 +10,15 @@ score alone, ``<answer>3.42</answer>``, with no reasoning (one image per request
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from qhawkeye import SCORE_MAX, SCORE_MIN, prompts
-from qhawkeye.images import UnreadableImage, check_size, display_name, load_image, to_rgb
 from qhawkeye.scoring.config import ScorerConfig
-from qhawkeye.scoring.scorer import ScoreResult
+from qhawkeye.scoring.scorer import BatchScoring, ScoreResult, decode_batch
 from qhawkeye.student.features import MIN_SIDE, FeatureExtractor
 from qhawkeye.student.head import load_student
 
@@ -27,7 +26,7 @@ logger = logging.getLogger(__name__)
 CPU_BATCH = 2
 
 
-class StudentScorer:
+class StudentScorer(BatchScoring):
     """A loaded student. Build it with :func:`qhawkeye.scoring.create_scorer`."""
 
     score_range = (SCORE_MIN, SCORE_MAX)
@@ -75,29 +74,9 @@ class StudentScorer:
         self, images: Sequence[str | Path | Image.Image], ids: Sequence[str] | None = None
     ) -> list[ScoreResult]:
         """Score several images (paths or PIL images); results in input order."""
-        keys = (
-            list(ids)
-            if ids is not None
-            else [
-                display_name(x) if not isinstance(x, Image.Image) else f"image-{n}"
-                for n, x in enumerate(images)
-            ]
-        )
-        if len(keys) != len(images):
-            raise ValueError(f"{len(images)} images but {len(keys)} ids")
-        results: list[ScoreResult | None] = [None] * len(images)
+        keys, results, readable, loaded = decode_batch(images, ids, self.config.image_limits)
         good, decoded = [], []
-        limits = self.config.image_limits
-        for n, item in enumerate(images):
-            try:
-                if isinstance(item, Image.Image):
-                    check_size(item.size, keys[n], limits)
-                    image = to_rgb(item)
-                else:
-                    image = load_image(item, limits)
-            except UnreadableImage as err:
-                results[n] = ScoreResult.unreadable(keys[n], str(err))
-                continue
+        for n, image in zip(readable, loaded, strict=True):
             if min(image.size) < MIN_SIDE:
                 results[n] = ScoreResult.unreadable(
                     keys[n],
@@ -112,29 +91,8 @@ class StudentScorer:
                                      clipped=bool(raw < SCORE_MIN or raw > SCORE_MAX))  # fmt: skip
         return results  # type: ignore[return-value]
 
-    def score(self, image: str | Path | Image.Image, id: str | None = None) -> ScoreResult:  # noqa: A002
-        """Score one image."""
-        return self.score_batch([image], None if id is None else [id])[0]
-
-    def score_folder(self, folder: str | Path) -> list[ScoreResult]:
-        """Score every image under ``folder`` (recursive, sorted); ids are paths relative to it."""
-        from qhawkeye.scoring.io import collect_inputs
-
-        return list(self.iter_scores((item.id, item.path) for item in collect_inputs([folder])))
-
-    def iter_scores(
-        self, items: Iterable[tuple[str, str | Path]], chunk: int | None = None
-    ) -> Iterator[ScoreResult]:
-        """Score ``(id, path)`` pairs lazily, ``chunk`` images at a time (default: the batch size)."""
-        chunk = chunk or self.config.batch_size
-        pending: list[tuple[str, str | Path]] = []
-        for item in items:
-            pending.append(item)
-            if len(pending) == chunk:
-                yield from self.score_batch([p for _, p in pending], [i for i, _ in pending])
-                pending = []
-        if pending:
-            yield from self.score_batch([p for _, p in pending], [i for i, _ in pending])
+    def _chunk(self) -> int:
+        return self.config.batch_size
 
     def generate(self, requests, return_logprobs: bool = False):
         """Chat requests (the server's): each must hold exactly one image; the answer is the score alone."""
